@@ -1,0 +1,123 @@
+"""Dataclass configs <-> the command line, with presets.
+
+A milestone declares its settings once, as a dataclass whose fields carry their help text:
+
+    @dataclass
+    class Config(TrainConfig):
+        hidden: int = field(default=800, metadata={"help": "hidden units"})
+
+and its presets as plain dicts of overrides. Values are resolved in this order, later wins:
+dataclass default < preset < "<experiment>/<preset>" (when the config has an `experiment`) < flags given.
+"""
+
+import argparse
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+
+from .errors import UserError
+
+PRESET_NAMES = ("paper", "default", "quick", "smoke")
+
+
+def arg(default, help: str, choices=None):
+    """A dataclass field with help text (and optional choices) for its command-line flag."""
+    meta = {"help": help}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """What every train script accepts (DESIGN.md, command-line contract)."""
+
+    preset: str = arg("default", "recipe: paper (the paper's, for a GPU), default (close to the paper on one GPU "
+                      "in minutes), quick (a few CPU minutes that still learn), smoke (seconds, for tests)")
+    data_dir: typing.Optional[str] = arg(None, "data root (default: $MILESTONES_DATA, else ~/.cache/milestones/data)")
+    out_dir: str = arg("runs", "where run directories are written")
+    device: str = arg("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    precision: str = arg("fp32", "fp32; bf16 autocast (CUDA and CPU); fp16 with GradScaler (CUDA only)",
+                         choices=("fp32", "bf16", "fp16"))
+    compile: bool = arg(False, "wrap the model in torch.compile")
+    seed: int = arg(0, "random seed (same on every rank)")
+    epochs: int = arg(1, "passes over the training set")
+    steps: int = arg(0, "optimizer steps to train; when > 0 it replaces --epochs")
+    batch_size: int = arg(64, "examples per optimizer step, summed over all ranks")
+    lr: float = arg(0.1, "learning rate")
+    resume: typing.Optional[str] = arg(None, "checkpoint.pt or run directory to continue from")
+
+
+def _field_type(f, hints):
+    t = hints[f.name]
+    if typing.get_origin(t) is typing.Union:  # Optional[X]
+        t = next(a for a in typing.get_args(t) if a is not type(None))
+    return t
+
+
+def _bool(s: str) -> bool:
+    v = s.lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def build_parser(cls, prog: str, description: str, presets: dict) -> argparse.ArgumentParser:
+    names = sorted({k.split("/")[-1] for k in presets} | {"default"}, key=lambda n: (n not in PRESET_NAMES, n))
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f.metadata.get("help", "")
+        t = _field_type(f, hints)
+        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=help_ + f" (default: {f.default})")
+        if f.name == "preset":
+            p.add_argument(flag, choices=names, **kw)
+        elif t is bool:
+            # --flag turns it on, --flag false turns it off
+            p.add_argument(flag, type=_bool, nargs="?", const=True, metavar="BOOL", **kw)
+        else:
+            p.add_argument(flag, type=t, choices=f.metadata.get("choices"), **kw)
+    return p
+
+
+def parse_config(cls, argv=None, presets: dict = None, prog: str = None, description: str = ""):
+    """Parse argv into an instance of the dataclass `cls`, applying presets. Bad flags exit with argparse's message."""
+    presets = presets or {}
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(cls, prog or "train", description, presets)
+    given = vars(parser.parse_args(argv))
+    name = given.get("preset", "default")
+    values = {}
+    values.update(presets.get(name, {}))
+    names = {f.name for f in dataclasses.fields(cls)}
+    if "experiment" in names:
+        exp = given.get("experiment", values.get("experiment", getattr(cls, "experiment", None)))
+        values.update(presets.get(f"{exp}/{name}", {}))
+    values.update(given)
+    values["preset"] = name
+    unknown = set(values) - names
+    if unknown:  # a preset naming a field that does not exist is a bug in the milestone, not user error
+        raise TypeError(f"preset {name!r} sets unknown fields {sorted(unknown)}")
+    cfg = cls(**values)
+    check_common(cfg)
+    return cfg
+
+
+def check_common(cfg) -> None:
+    """Range checks argparse cannot express."""
+    for name in ("epochs", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.steps < 0:
+        raise UserError(f"--steps must be >= 0, got {cfg.steps}")
+    if not cfg.lr > 0:
+        raise UserError(f"--lr must be positive, got {cfg.lr}")
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

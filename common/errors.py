@@ -1,0 +1,19 @@
+"""The one exception type a user should see as a message, not a traceback."""
+
+import sys
+
+
+class UserError(Exception):
+    """A mistake the user can fix: a bad flag, missing data, a corrupt checkpoint.
+
+    Command-line entry points catch it, print `error: <message>` and exit with status 2.
+    """
+
+
+def exit_on_user_error(fn, *args, **kwargs):
+    """Call fn; turn a UserError into a one-line message and exit status 2."""
+    try:
+        return fn(*args, **kwargs)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,153 @@
+"""Run records (DESIGN.md contract) and progress bars.
+
+    runs/<milestone>/<timestamp>-<model>/
+        config.json     resolved config, command line, torch version, device name, git commit
+        metrics.jsonl   one JSON object per logged step or evaluation
+        summary.json    the result card that `python -m milestones compare` reads
+        checkpoint.pt   latest training state (see checkpoint.py)
+
+Only rank 0 writes; on other ranks every method is a no-op.
+"""
+
+import json
+import math
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import UserError
+
+SUMMARY_KEYS = (
+    "milestone", "model", "dataset", "metric", "value", "paper_value", "paper_source", "params",
+    "train_seconds", "examples_per_second", "device", "precision", "world_size", "seed", "preset",
+)  # plus "epochs" or "steps"
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _json_default(o):
+    if isinstance(o, torch.Tensor):
+        return o.item() if o.numel() == 1 else o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def _clean(v):
+    """JSON has no NaN/inf: write them as null so every reader can parse the file."""
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+class RunLogger:
+    """Creates (or, on resume, reopens) a run directory and writes its records."""
+
+    def __init__(self, milestone: str, model: str, config: dict, out_dir="runs", rt=None,
+                 run_dir=None, argv=None):
+        self.is_main = rt is None or rt.is_main
+        self.start = time.time()
+        if run_dir is not None:
+            self.dir = Path(run_dir)
+        else:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            self.dir = Path(out_dir) / milestone / f"{stamp}-{model}"
+        if not self.is_main:
+            return
+        fresh = run_dir is None
+        if fresh:  # two runs started in the same second get distinct folders
+            base, n = self.dir, 1
+            while self.dir.exists():
+                n += 1
+                self.dir = base.with_name(f"{base.name}-{n}")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create run directory {self.dir}: {e.strerror}") from None
+        record = {
+            "milestone": milestone,
+            "model": model,
+            "config": config,
+            "argv": list(sys.argv if argv is None else argv),
+            "torch": torch.__version__,
+            "device": (rt.device_name if rt is not None else "cpu"),
+            "world_size": (rt.world_size if rt is not None else 1),
+            "git_commit": git_commit(),
+            "started": datetime.now().isoformat(timespec="seconds"),
+        }
+        name = "config.json" if fresh else f"config.resume-{datetime.now():%Y%m%d-%H%M%S}.json"
+        self._write_json(self.dir / name, record)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.dir / "checkpoint.pt"
+
+    def log(self, step: int, split: str, epoch=None, **metrics) -> None:
+        """Append one line to metrics.jsonl."""
+        if not self.is_main:
+            return
+        row = {"step": step, "epoch": epoch, "split": split, **{k: _clean(v) for k, v in metrics.items()},
+               "time": round(time.time() - self.start, 3)}
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row, default=_json_default) + "\n")
+
+    def summary(self, **card) -> dict:
+        """Write summary.json; insists on the contract's keys so `compare` can trust every card."""
+        missing = [k for k in SUMMARY_KEYS if k not in card]
+        if "epochs" not in card and "steps" not in card:
+            missing.append("epochs|steps")
+        if missing:
+            raise ValueError(f"summary is missing contract keys: {missing}")
+        card = {k: _clean(v) for k, v in card.items()}
+        if self.is_main:
+            self._write_json(self.dir / "summary.json", card)
+        return card
+
+    @staticmethod
+    def _write_json(path: Path, obj) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+        tmp.replace(path)
+
+
+def progress(iterable=None, total=None, desc="", rt=None, unit="it", **kw):
+    """A tqdm bar on rank 0 only (silent elsewhere)."""
+    disable = rt is not None and not rt.is_main
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True,
+                file=sys.stderr, **kw)
+
+
+class Throughput:
+    """Examples (or tokens) per second over a window, for the progress bar and the summary."""
+
+    def __init__(self):
+        self.count = 0
+        self.seconds = 0.0
+        self._t = None
+
+    def start(self):
+        self._t = time.perf_counter()
+
+    def stop(self, n: int):
+        if self._t is not None:
+            self.seconds += time.perf_counter() - self._t
+            self.count += n
+            self._t = None
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else 0.0

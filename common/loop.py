@@ -1,0 +1,64 @@
+"""Small pieces every explicit training loop needs: opening (or reopening) a run, stopping cleanly on
+Ctrl-C with the state saved, and refusing to continue past a NaN loss."""
+
+import contextlib
+import math
+import sys
+
+import torch
+
+from .checkpoint import find_checkpoint, load_checkpoint
+from .config import to_dict
+from .errors import UserError
+from .logging import RunLogger
+
+
+def open_run(cfg, milestone: str, model_name: str, rt, argv=None):
+    """(logger, checkpoint state or None). A resumed run keeps writing into the directory it came from."""
+    state, run_dir = None, None
+    if cfg.resume:
+        path = find_checkpoint(cfg.resume)
+        state = load_checkpoint(path)
+        run_dir = path.parent
+    logger = RunLogger(milestone, model_name, to_dict(cfg), cfg.out_dir, rt, run_dir=run_dir, argv=argv)
+    return logger, state
+
+
+def check_finite(loss, step: int, hint: str = "lower --lr, or try --precision fp32") -> float:
+    """The loss as a float; a clear error (not silent garbage) once it is NaN or infinite."""
+    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+    if not math.isfinite(value):
+        raise UserError(f"loss is {value} at step {step}: training diverged ({hint}); "
+                        f"the last checkpoint, if any, is unaffected")
+    return value
+
+
+@contextlib.contextmanager
+def save_on_interrupt(save, rt):
+    """On Ctrl-C: call save() (which returns the checkpoint path), say how to resume, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        path = save()
+        if rt.is_main:
+            print(f"\ninterrupted: state saved to {path}\ncontinue with: --resume {path}", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+@torch.no_grad()
+def evaluate_classifier(model, loader, rt, prepare) -> tuple[float, float]:
+    """(mean cross-entropy, error rate) over a loader, summed across ranks. `prepare(x)` turns a stored
+    batch into model input (e.g. uint8 -> float on the device)."""
+    model.eval()
+    totals = torch.zeros(3, device=rt.device)  # loss sum, wrong, count
+    for x, y in loader:
+        x, y = prepare(x), y.to(rt.device, non_blocking=True)
+        with rt.autocast():
+            logits = model(x)
+        totals[0] += torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        totals[1] += (logits.argmax(-1) != y).sum()
+        totals[2] += y.numel()
+    rt.all_reduce_sum(totals)
+    model.train()
+    loss, wrong, n = totals.tolist()
+    return loss / max(n, 1), wrong / max(n, 1)

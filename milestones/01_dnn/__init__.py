@@ -1,0 +1,9 @@
+"""01 — Learning representations by back-propagating errors (Rumelhart, Hinton & Williams, 1986)."""
+
+META = dict(
+    year=1986,
+    title="Backpropagation in multi-layer networks",
+    paper="Rumelhart, Hinton & Williams 1986, Nature 323:533",
+    dataset="mirror symmetry (generated); MNIST",
+    metric="sweeps_to_solve; test_error",
+)

@@ -1,0 +1,269 @@
+"""Train the 1986 backpropagation network.
+
+    python -m milestones train 01_dnn                          # the paper's 6-2-1 symmetry net, several seeds
+    python -m milestones train 01_dnn --experiment xor
+    python -m milestones train 01_dnn --experiment mnist --preset quick
+    python -m milestones train 01_dnn --experiment mnist --activation sigmoid --loss mse   # the 1986 recipe
+"""
+
+import itertools
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from common import data
+from common.checkpoint import restore, save_checkpoint
+from common.config import TrainConfig, arg, parse_config, to_dict
+from common.device import count_params, setup
+from common.errors import UserError, exit_on_user_error
+from common.logging import Throughput, progress
+from common.loop import check_finite, evaluate_classifier, open_run, save_on_interrupt
+
+from .model import LOSSES, MLP
+
+MILESTONE = "01_dnn"
+
+
+@dataclass
+class Config(TrainConfig):
+    experiment: str = arg("symmetry", "symmetry / xor: the paper's tasks, generated; mnist: real digits",
+                          choices=("symmetry", "xor", "mnist"))
+    hidden: str = arg("2", "hidden layer sizes, comma-separated (e.g. 800 or 500,300)")
+    activation: str = arg("sigmoid", "hidden unit: sigmoid (the paper), tanh, relu", choices=("sigmoid", "tanh", "relu"))
+    loss: str = arg("mse", "mse: the paper's 1/2 sum (y-d)^2 on logistic outputs; ce: softmax cross-entropy",
+                    choices=("mse", "ce"))
+    momentum: float = arg(0.9, "alpha in the paper's eq. 9")
+    weight_decay: float = arg(0.0, "L2 penalty")
+    init_range: float = arg(0.3, "weights and biases uniform in [-r, r] as in the paper; 0 = modern init")
+    seeds: int = arg(10, "symmetry/xor: independent nets trained, seeds seed..seed+N-1")
+    dataset: str = arg("mnist", "mnist experiment: mnist or fashion_mnist", choices=("mnist", "fashion_mnist"))
+    schedule: str = arg("cosine", "learning-rate schedule over the run", choices=("cosine", "constant"))
+    eval_every: int = arg(0, "mnist: evaluate every N steps (0 = once an epoch)")
+    ckpt_every: int = arg(500, "mnist: save checkpoint.pt every N steps (and at every epoch end)")
+
+
+PRESETS = {
+    # symmetry: the paper's 6-2-1 net, full batch over all 64 patterns, eps 0.1, alpha 0.9, init +-0.3
+    "symmetry/paper": dict(epochs=20000, lr=0.1, seeds=10),
+    "symmetry/default": dict(epochs=20000, lr=0.1, seeds=10),
+    "symmetry/quick": dict(epochs=20000, lr=0.1, seeds=10),
+    "symmetry/smoke": dict(epochs=300, lr=0.1, seeds=2),
+    "xor/paper": dict(epochs=20000, lr=0.5, seeds=10),
+    "xor/default": dict(epochs=20000, lr=0.5, seeds=10),
+    "xor/quick": dict(epochs=20000, lr=0.5, seeds=10),
+    "xor/smoke": dict(epochs=300, lr=0.5, seeds=2),
+    # mnist: the 784-800-10 MLP of Simard et al. 2003 (1.6% test error), modern training
+    "mnist/paper": dict(hidden="800", activation="relu", loss="ce", init_range=0.0, epochs=60, batch_size=32,
+                        lr=0.02, weight_decay=0.0),
+    "mnist/default": dict(hidden="800", activation="relu", loss="ce", init_range=0.0, epochs=30, batch_size=128,
+                          lr=0.05, weight_decay=1e-4),
+    "mnist/quick": dict(hidden="800", activation="relu", loss="ce", init_range=0.0, epochs=12, batch_size=128,
+                        lr=0.05, weight_decay=1e-4),
+    "mnist/smoke": dict(hidden="32", activation="relu", loss="ce", init_range=0.0, epochs=1, steps=20,
+                        batch_size=64, lr=0.05, ckpt_every=10),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The paper's own tasks: every input pattern, generated in code
+# ---------------------------------------------------------------------------------------------------------
+
+def symmetry_patterns() -> tuple[torch.Tensor, torch.Tensor]:
+    """All 64 binary vectors of length 6; target 1 when the vector is a mirror image of itself about its centre."""
+    x = torch.tensor(list(itertools.product([0.0, 1.0], repeat=6)))  # (64, 6)
+    d = (x == x.flip(1)).all(1).float().unsqueeze(1)  # (64, 1): 8 symmetric patterns
+    return x, d
+
+
+def xor_patterns() -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    return x, (x[:, :1] != x[:, 1:]).float()
+
+
+def sweeps_to_solve(cfg: Config, x, d, sizes, seed: int) -> int | None:
+    """Full-batch training (the weights change once per sweep through all patterns) until every pattern's
+    output is on the right side of 0.5. Returns the sweeps taken, or None if not solved within cfg.epochs."""
+    torch.manual_seed(seed)
+    model = MLP(sizes, cfg.activation, init_range=cfg.init_range or None)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)  # dw = -eps dE/dw + alpha dw_prev
+    loss_fn = LOSSES[cfg.loss]
+    for sweep in range(1, cfg.epochs + 1):
+        logits = model(x)
+        loss = loss_fn(logits, d, reduction="sum")  # E summed over all cases, as in the paper
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            if ((model(x) > 0).float() == d).all():  # logistic output > 0.5  <=>  total input > 0
+                return sweep
+    return None
+
+
+def run_patterns(cfg: Config, rt, argv) -> dict:
+    if cfg.resume:
+        raise UserError(f"--resume is for the mnist experiment; {cfg.experiment} trains in seconds from scratch")
+    if cfg.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {cfg.seeds}")
+    x, d = symmetry_patterns() if cfg.experiment == "symmetry" else xor_patterns()
+    sizes = [x.shape[1], *parse_hidden(cfg.hidden), 1]
+    name = "mlp-" + "-".join(map(str, sizes))
+    logger, _ = open_run(cfg, MILESTONE, f"{cfg.experiment}-{name}", rt, argv)
+    t0 = time.time()
+    results = []
+    for seed in progress(range(cfg.seed, cfg.seed + cfg.seeds), desc=f"{cfg.experiment} seeds", rt=rt, unit="net"):
+        sweeps = sweeps_to_solve(cfg, x, d, sizes, seed)
+        results.append(sweeps)
+        logger.log(step=sweeps or cfg.epochs, split="train", seed=seed, solved=sweeps is not None, sweeps=sweeps)
+    seconds = time.time() - t0
+    solved = [s for s in results if s is not None]
+    median = statistics.median(solved) if solved else None
+    paper = 1425 if cfg.experiment == "symmetry" and sizes == [6, 2, 1] else None
+    card = logger.summary(
+        milestone=MILESTONE, model=name, dataset=f"{cfg.experiment} ({len(x)} patterns, generated)",
+        metric="sweeps_to_solve (median)", value=median, paper_value=paper,
+        paper_source="Rumelhart, Hinton & Williams 1986, symmetry: 1,425 sweeps" if paper else None,
+        params=sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])), train_seconds=round(seconds, 2),
+        examples_per_second=round(sum(s or cfg.epochs for s in results) * len(x) / seconds, 1),
+        device="cpu", precision="fp32", world_size=1, epochs=cfg.epochs, seed=cfg.seed, preset=cfg.preset,
+        solved=f"{len(solved)}/{len(results)}", sweeps_per_seed=results,
+    )
+    if rt.is_main:
+        shown = ", ".join("-" if s is None else str(s) for s in results)
+        print(f"{cfg.experiment} {name}: solved {len(solved)}/{len(results)} seeds within {cfg.epochs} sweeps; "
+              f"sweeps per seed: {shown}")
+        print(f"median sweeps to solve: {median}" + (f"   (paper: {paper:,})" if paper else ""))
+        print(f"run record: {logger.dir}")
+    return card
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MNIST
+# ---------------------------------------------------------------------------------------------------------
+
+def parse_hidden(text: str) -> list[int]:
+    try:
+        sizes = [int(h) for h in text.split(",") if h.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"--hidden takes positive layer sizes separated by commas (e.g. 800 or 500,300), got {text!r}")
+    return sizes
+
+
+def run_mnist(cfg: Config, rt, argv) -> dict:
+    splits = data.load(cfg.dataset, cfg.data_dir)
+    (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
+    train = data.TensorLoader(x_train, y_train, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                              device=rt.device, seed=cfg.seed, rank=rt.rank, world_size=rt.world_size)
+    test = data.TensorLoader(x_test, y_test, batch_size=1000, device=rt.device, rank=rt.rank,
+                             world_size=rt.world_size)
+
+    def prepare(x):  # uint8 (B, 1, 28, 28) -> float in [0, 1] on the device
+        return x.to(rt.device, non_blocking=True).float().div_(255)
+
+    sizes = [784, *parse_hidden(cfg.hidden), 10]
+    model = MLP(sizes, cfg.activation, init_range=cfg.init_range or None).to(rt.device)
+    name = f"mlp-{'-'.join(map(str, sizes))}-{cfg.activation}-{cfg.loss}"
+    steps_per_epoch = len(train)
+    total = cfg.steps or cfg.epochs * steps_per_epoch
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg.schedule, total))
+    scaler = rt.grad_scaler()
+    logger, state = open_run(cfg, MILESTONE, name, rt, argv)
+    step = 0
+    if state is not None:
+        restore(state, model, opt, sched, scaler)
+        step = state["step"]
+    net = rt.wrap(model, compile=cfg.compile)
+    loss_fn = LOSSES[cfg.loss]
+    # the paper's sum over cases would make the step size depend on the batch size: use the mean for minibatches
+    reduction = "mean"
+
+    def save():
+        if rt.is_main:
+            save_checkpoint(logger.checkpoint_path, model, opt, sched, scaler, step=step, config=to_dict(cfg))
+        return logger.checkpoint_path
+
+    eval_every = cfg.eval_every or steps_per_epoch
+    meter, t_start = Throughput(), time.time()
+    train_seconds = state.get("train_seconds", 0.0) if state else 0.0
+    bar = progress(total=total, initial=step, desc=f"{MILESTONE} {name}", rt=rt, unit="step")
+    test_err = state.get("test_error") if state else None
+    with save_on_interrupt(save, rt):
+        while step < total:
+            epoch, start = divmod(step, steps_per_epoch)
+            for x, y in train.batches(epoch, start):
+                meter.start()
+                with rt.autocast():
+                    logits = net(prepare(x))
+                loss = loss_fn(logits, y.to(rt.device, non_blocking=True), reduction=reduction)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                step += 1
+                meter.stop(cfg.batch_size)
+                if step % 50 == 0 or step == total:
+                    value = check_finite(loss, step)
+                    bar.set_postfix(loss=f"{value:.4f}", ex_s=f"{meter.rate:,.0f}")
+                    logger.log(step, "train", epoch=step / steps_per_epoch, loss=value, lr=sched.get_last_lr()[0],
+                               examples_per_second=meter.rate)
+                bar.update(1)
+                if step % eval_every == 0 or step == total:
+                    test_loss, test_err = evaluate_classifier(net, test, rt, prepare)
+                    logger.log(step, "test", epoch=step / steps_per_epoch, loss=test_loss, error=test_err)
+                    bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): test loss {test_loss:.4f}, "
+                              f"test error {test_err:.2%}") if rt.is_main else None
+                if step % cfg.ckpt_every == 0 or step == total:
+                    save()
+                if step == total:
+                    break
+    bar.close()
+    train_seconds += time.time() - t_start
+    if rt.is_main:
+        save_checkpoint(logger.checkpoint_path, model, opt, sched, scaler, step=step, config=to_dict(cfg),
+                        train_seconds=train_seconds, test_error=test_err)
+    paper = 0.016 if cfg.dataset == "mnist" and sizes == [784, 800, 10] and cfg.loss == "ce" else None
+    card = logger.summary(
+        milestone=MILESTONE, model=name, dataset=cfg.dataset, metric="test_error", value=test_err,
+        paper_value=paper, paper_source="Simard, Steinkraus & Platt 2003 (2-layer MLP, 800 HU, CE)" if paper else None,
+        params=count_params(model), train_seconds=round(train_seconds, 2),
+        examples_per_second=round(meter.rate * rt.world_size, 1), device=rt.device_name, precision=rt.precision,
+        world_size=rt.world_size, steps=step, epochs=round(step / steps_per_epoch, 3), seed=cfg.seed,
+        preset=cfg.preset,
+    )
+    if rt.is_main:
+        print(f"{name}: test error {test_err:.2%}" + (f" (paper: {paper:.1%})" if paper else "") +
+              f"; {train_seconds:.0f} s, {meter.rate * rt.world_size:,.0f} examples/s; run record: {logger.dir}")
+    return card
+
+
+def _schedule(kind: str, total: int):
+    import math
+    if kind == "constant":
+        return lambda s: 1.0
+    return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+
+
+def run(cfg: Config, argv=None) -> dict:
+    rt = setup(cfg.device, cfg.precision, cfg.seed)
+    try:
+        if cfg.experiment == "mnist":
+            return run_mnist(cfg, rt, argv)
+        return run_patterns(cfg, rt, argv)
+    finally:
+        rt.close()
+
+
+def main(argv=None, prog="python -m milestones train 01_dnn"):
+    def go():
+        cfg = parse_config(Config, argv, PRESETS, prog=prog, description=__doc__.split("\n")[1])
+        return run(cfg, argv)
+    return exit_on_user_error(go)
+
+
+if __name__ == "__main__":
+    main()

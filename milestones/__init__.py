@@ -1,0 +1,48 @@
+"""The course: deep learning's milestones in the order the history tells them.
+
+Each built milestone is a folder `milestones/<id>/` whose `__init__.py` defines `META` and which has
+`model.py`, `train.py` and `NOTES.md`. Milestones not built yet are listed here as planned.
+"""
+
+import importlib
+from pathlib import Path
+
+COURSE = ["01_dnn", "02_cnn_lenet", "03_alexnet", "04_resnet", "05_lstm", "06_transformer",
+          "07_vae_gan_diffusion"]
+
+# What the course promises for milestones whose folder does not exist yet.
+PLANNED = {
+    "02_cnn_lenet": dict(year=1989, title="Convolutional networks (LeNet)",
+                         paper="LeCun et al. 1989; LeCun, Bottou, Bengio & Haffner 1998",
+                         dataset="MNIST", metric="test_error"),
+    "03_alexnet": dict(year=2012, title="AlexNet", paper="Krizhevsky, Sutskever & Hinton 2012",
+                       dataset="CIFAR-10 (ImageNet on a GPU)", metric="test_error"),
+    "04_resnet": dict(year=2015, title="Residual networks + BatchNorm", paper="He, Zhang, Ren & Sun 2015",
+                      dataset="CIFAR-10", metric="test_error"),
+    "05_lstm": dict(year=1997, title="Long short-term memory", paper="Hochreiter & Schmidhuber 1997; "
+                    "Gers et al. 2000; Zaremba et al. 2014", dataset="PTB, Tiny Shakespeare",
+                    metric="test_perplexity"),
+    "06_transformer": dict(year=2017, title="The Transformer", paper="Vaswani et al. 2017; Radford et al. 2018",
+                           dataset="Multi30k de-en, Tiny Shakespeare", metric="BLEU / val_loss"),
+    "07_vae_gan_diffusion": dict(year=2013, title="VAE, GAN/DCGAN, DDPM",
+                                 paper="Kingma & Welling 2013; Goodfellow et al. 2014; Radford et al. 2015; "
+                                       "Ho et al. 2020", dataset="MNIST, CIFAR-10", metric="NLL bound / FID"),
+}
+
+ROOT = Path(__file__).resolve().parent
+
+
+def is_built(mid: str) -> bool:
+    return (ROOT / mid / "train.py").is_file()
+
+
+def meta(mid: str) -> dict:
+    """Metadata of a milestone: its own META when built, the planned entry otherwise."""
+    if is_built(mid):
+        info = dict(importlib.import_module(f"milestones.{mid}").META)
+        info["status"] = "built"
+    else:
+        info = dict(PLANNED[mid])
+        info["status"] = "planned"
+    info["id"] = mid
+    return info

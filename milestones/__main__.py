@@ -1,0 +1,87 @@
+"""python -m milestones {list,train,sample,compare,course}"""
+
+import argparse
+import importlib
+import sys
+
+from common.errors import UserError, exit_on_user_error
+
+from . import COURSE, is_built, meta
+from .compare import format_table
+
+
+def cmd_list(args) -> None:
+    rows = [meta(m) for m in COURSE]
+    header = ("id", "year", "paper", "dataset", "headline metric", "status")
+    table = [(r["id"], str(r["year"]), r["paper"], r["dataset"], r["metric"], r["status"]) for r in rows]
+    print(format_table(header, table))
+
+
+def _resolve(mid: str) -> str:
+    matches = [m for m in COURSE if m == mid or m.split("_", 1)[0] == mid or m.split("_", 1)[1] == mid]
+    if not matches:
+        raise UserError(f"unknown milestone {mid!r}; the course has: {', '.join(COURSE)}")
+    if not is_built(matches[0]):
+        raise UserError(f"milestone {matches[0]} is planned but not built yet")
+    return matches[0]
+
+
+def cmd_train(args, rest) -> None:
+    mid = _resolve(args.milestone)
+    train = importlib.import_module(f"milestones.{mid}.train")
+    train.main(rest, prog=f"python -m milestones train {mid}")
+
+
+def cmd_sample(args, rest) -> None:
+    mid = _resolve(args.milestone)
+    try:
+        sample = importlib.import_module(f"milestones.{mid}.sample")
+    except ModuleNotFoundError:
+        raise UserError(f"{mid} does not generate anything; `sample` is for generative milestones") from None
+    sample.main(rest, prog=f"python -m milestones sample {mid}")
+
+
+def cmd_compare(args) -> None:
+    from .compare import compare
+
+    print(compare(args.runs, args.format))
+
+
+def cmd_course(args) -> None:
+    from . import ROOT
+    for m in COURSE:
+        info = meta(m)
+        where = f"milestones/{m}/NOTES.md" if info["status"] == "built" else "(planned)"
+        print(f"{info['year']}  {m:<22} {info.get('title', '')}  —  {info['paper']}\n      read: {where}")
+    print(f"\nThe timeline with context is in {ROOT.parent / 'README.md'}")
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = argparse.ArgumentParser(prog="python -m milestones",
+                                description="Run the history of deep learning: train, sample and compare its "
+                                            "milestone models.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{list,train,sample,compare,course}")
+    sub.add_parser("list", help="the milestones in course order")
+    t = sub.add_parser("train", help="train a milestone (flags after the id go to its train script; "
+                                     "`train <id> --help` lists them)")
+    t.add_argument("milestone", help="milestone id, e.g. 01_dnn (or 01, or dnn)")
+    s = sub.add_parser("sample", help="generate from a trained generative milestone")
+    s.add_argument("milestone")
+    c = sub.add_parser("compare", help="one row per run: our numbers beside the papers'")
+    c.add_argument("--runs", default="runs", help="directory searched for summary.json files")
+    c.add_argument("--format", default="table", choices=("table", "markdown", "csv"))
+    sub.add_parser("course", help="the reading order: each milestone and its notes")
+
+    if argv and argv[0] in ("train", "sample") and len(argv) >= 2 and not argv[1].startswith("-"):
+        args, rest = p.parse_args(argv[:2]), argv[2:]
+    else:
+        args, rest = p.parse_args(argv), []
+    handlers = {"list": lambda: cmd_list(args), "train": lambda: cmd_train(args, rest),
+                "sample": lambda: cmd_sample(args, rest), "compare": lambda: cmd_compare(args),
+                "course": lambda: cmd_course(args)}
+    exit_on_user_error(handlers[args.command])
+
+
+if __name__ == "__main__":
+    main()
