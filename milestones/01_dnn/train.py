@@ -7,6 +7,7 @@
 """
 
 import itertools
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -215,8 +216,9 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
                 if step % eval_every == 0 or step == total:
                     test_loss, test_err = evaluate_classifier(net, test, rt, prepare)
                     logger.log(step, "test", epoch=step / steps_per_epoch, loss=test_loss, error=test_err)
-                    bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): test loss {test_loss:.4f}, "
-                              f"test error {test_err:.2%}") if rt.is_main else None
+                    if rt.is_main:
+                        bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): test loss {test_loss:.4f}, "
+                                  f"test error {test_err:.2%}")
                 if step % cfg.ckpt_every == 0 or step == total:
                     save()
                 if step == total:
@@ -242,7 +244,6 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
 
 
 def _schedule(kind: str, total: int):
-    import math
     if kind == "constant":
         return lambda s: 1.0
     return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
