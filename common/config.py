@@ -12,9 +12,11 @@ dataclass default < preset < "<experiment>/<preset>" (when the config has an `ex
 
 import argparse
 import dataclasses
+import json
 import sys
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import UserError
 
@@ -91,6 +93,8 @@ def parse_config(cls, argv=None, presets: dict = None, prog: str = None, descrip
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(cls, prog or "train", description, presets)
     given = vars(parser.parse_args(argv))
+    if given.get("resume"):  # continue with the run's own settings; flags given now still win
+        given = {**resumed_config(given["resume"], cls), **given}
     name = given.get("preset", "default")
     values = {}
     values.update(presets.get(name, {}))
@@ -106,6 +110,18 @@ def parse_config(cls, argv=None, presets: dict = None, prog: str = None, descrip
     cfg = cls(**values)
     check_common(cfg)
     return cfg
+
+
+def resumed_config(resume: str, cls) -> dict:
+    """The resolved config a run recorded in its config.json (resume accepts a run dir or its checkpoint)."""
+    p = Path(resume)
+    run_dir = p if p.is_dir() else p.parent
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # no record: the flags given (and defaults) decide, and loading the checkpoint reports problems
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in saved.items() if k in names and k not in ("resume",)}
 
 
 def check_common(cfg) -> None:

@@ -10,4 +10,4 @@ cached under $MILESTONES_CACHE (default ~/.cache/milestones) instead.
 from .root import cache_dir, cached, data_root, fetch  # noqa: F401
 from .loader import TensorLoader  # noqa: F401
 from .registry import DATASETS, load, register  # noqa: F401
-from . import cifar, mnist  # noqa: F401,E402  (registers cifar10, mnist, fashion_mnist)
+from . import cifar, mnist, text  # noqa: F401,E402  (registers cifar10, mnist, fashion_mnist, ptb, tinyshakespeare)

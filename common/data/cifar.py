@@ -12,7 +12,7 @@ import torch
 
 from ..errors import UserError
 from .registry import register
-from .root import cached
+from .root import cached, offline
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -48,7 +48,7 @@ def load_cifar10(root: Path, download: bool = True) -> dict:
     folder = root / FOLDER
     paths = [folder / n for n in TRAIN_FILES + TEST_FILES]
     if not all(p.is_file() for p in paths):
-        if not download:
+        if not download or offline():
             missing = "\n".join(f"  {p}" for p in paths if not p.is_file())
             raise UserError(f"CIFAR-10 files are missing:\n{missing}")
         _download(root)

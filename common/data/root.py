@@ -26,6 +26,11 @@ def data_root(data_dir=None) -> Path:
     return Path.home() / ".cache" / "milestones" / "data"
 
 
+def offline() -> bool:
+    """$MILESTONES_OFFLINE=1: never try the network (missing files are reported at once)."""
+    return os.environ.get("MILESTONES_OFFLINE", "") not in ("", "0")
+
+
 def cache_dir() -> Path:
     """Writable place for decoded tensors: $MILESTONES_CACHE, else ~/.cache/milestones/cache."""
     d = Path(os.environ.get("MILESTONES_CACHE") or Path.home() / ".cache" / "milestones" / "cache").expanduser()
@@ -42,6 +47,7 @@ def fetch(folder: Path, files, mirrors, download: bool = True) -> list[Path]:
     from torchvision.datasets.utils import check_integrity, download_url
 
     folder = Path(folder)
+    download = download and not offline()
     paths, missing = [], []
     for name, md5 in files:
         path = folder / name

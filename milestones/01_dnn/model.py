@@ -42,14 +42,19 @@ class MLP(nn.Module):
 
 def squared_error(logits: torch.Tensor, target: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
     """The paper's E = 1/2 sum (y - d)^2 with logistic outputs y. `target` is class indices or a (B, K) tensor."""
-    y = torch.sigmoid(logits.float())
-    d = F.one_hot(target, logits.shape[-1]).float() if target.dim() == 1 and logits.shape[-1] > 1 else target.float()
-    e = 0.5 * (y - d.view_as(y)).pow(2).sum(-1)
+    y = torch.sigmoid(_full(logits))
+    d = F.one_hot(target, logits.shape[-1]) if target.dim() == 1 and logits.shape[-1] > 1 else target
+    e = 0.5 * (y - d.to(y.dtype).view_as(y)).pow(2).sum(-1)
     return e.sum() if reduction == "sum" else e.mean()
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    return F.cross_entropy(logits.float(), target, reduction=reduction)
+    return F.cross_entropy(_full(logits), target, reduction=reduction)
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """Losses are computed in at least fp32, even when the forward pass ran in bf16/fp16 autocast."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 LOSSES = {"mse": squared_error, "ce": cross_entropy}

@@ -1,0 +1,172 @@
+"""01_dnn: the 1986 backprop MLP — its equations, its tasks, MNIST, and the run-record/CLI contract."""
+
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO, only_run_dir, read_metrics, read_summary, run_cli
+
+dnn_model = importlib.import_module("milestones.01_dnn.model")
+dnn_train = importlib.import_module("milestones.01_dnn.train")
+MLP, squared_error = dnn_model.MLP, dnn_model.squared_error
+
+
+def test_autograd_matches_the_generalized_delta_rule_in_float64():
+    torch.manual_seed(0)
+    model = MLP([6, 5, 3, 2], "sigmoid", init_range=0.5).double()
+    x = torch.rand(7, 6, dtype=torch.float64)
+    d = torch.rand(7, 2, dtype=torch.float64)
+    squared_error(model(x), d).backward()
+    by_hand = dnn_model.generalized_delta_rule(model, x, d)
+    for layer, (dw, db) in zip(model.layers, by_hand):
+        torch.testing.assert_close(layer.weight.grad, dw, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(layer.bias.grad, db, rtol=1e-12, atol=1e-14)
+
+
+def test_squared_error_is_half_the_summed_square_of_logistic_outputs():
+    logits = torch.tensor([[0.0, 2.0], [-1.0, 0.5]])
+    target = torch.tensor([1, 0])  # one-hot: [[0, 1], [1, 0]]
+    y = torch.sigmoid(logits)
+    expected = 0.5 * ((y[0, 0] - 0) ** 2 + (y[0, 1] - 1) ** 2 + (y[1, 0] - 1) ** 2 + (y[1, 1] - 0) ** 2)
+    torch.testing.assert_close(squared_error(logits, target), expected)
+
+
+def test_symmetry_task_is_the_papers_64_patterns_with_8_symmetric():
+    x, d = dnn_train.symmetry_patterns()
+    assert x.shape == (64, 6) and d.shape == (64, 1)
+    assert int(d.sum()) == 8
+    assert d[x.tolist().index([1, 0, 1, 1, 0, 1])] == 1 and d[x.tolist().index([1, 1, 0, 0, 0, 0])] == 0
+
+
+def test_paper_init_is_uniform_within_range_and_6_2_1_has_17_weights():
+    torch.manual_seed(0)
+    model = MLP([6, 2, 1], "sigmoid", init_range=0.3)
+    flat = torch.cat([p.flatten() for p in model.parameters()])
+    assert flat.numel() == 17 and flat.abs().max() <= 0.3
+
+
+def test_overfits_one_batch_of_real_digits(data_root):
+    from common import data
+    x, y = data.load("mnist", data_root)["train"]
+    x, y = x[:64].float() / 255, y[:64]
+    torch.manual_seed(0)
+    model = MLP([784, 64, 10], "relu", init_range=None)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss = dnn_model.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.01
+    assert (model(x).argmax(1) == y).all()
+
+
+def test_mnist_loader_reads_the_real_files(data_root):
+    from common import data
+    splits = data.load("mnist", data_root)
+    (xtr, ytr), (xte, yte) = splits["train"], splits["test"]
+    assert xtr.shape == (60000, 1, 28, 28) and xte.shape == (10000, 1, 28, 28)
+    assert xtr.dtype == torch.uint8 and ytr.dtype == torch.int64
+    assert torch.bincount(ytr).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert torch.bincount(yte).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert xtr.max() == 255 and xtr.min() == 0
+
+
+def test_symmetry_smoke_run_through_the_cli(tmp_path):
+    r = run_cli("train", "01_dnn", "--preset", "smoke", "--out-dir", tmp_path)
+    assert r.returncode == 0, r.stderr
+    summary = read_summary(only_run_dir(tmp_path, "01_dnn"))
+    assert summary["paper_value"] == 1425 and summary["params"] == 17
+    assert len(summary["sweeps_per_seed"]) == 2
+    assert "paper: 1,425" in r.stdout
+
+
+def _mnist(tmp_path, *flags):
+    return dnn_train.main(["--experiment", "mnist", "--preset", "smoke", "--out-dir", str(tmp_path), *flags])
+
+
+def test_mnist_smoke_writes_the_full_run_record(tmp_path, data_root):
+    card = _mnist(tmp_path)
+    run = only_run_dir(tmp_path, "01_dnn")
+    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "summary.json", "checkpoint.pt"}
+    from common.logging import SUMMARY_KEYS
+    summary = read_summary(run)
+    assert set(SUMMARY_KEYS) <= set(summary) and summary["steps"] == 20
+    assert summary == json.loads(json.dumps(card))
+    assert 0.0 < summary["value"] < 0.9  # 20 steps already beat chance (0.9)
+    config = json.loads((run / "config.json").read_text())
+    assert {"config", "argv", "torch", "device", "git_commit"} <= set(config)
+    assert config["config"]["experiment"] == "mnist"
+    rows = read_metrics(run)
+    assert {"train", "test"} == {r["split"] for r in rows}
+    assert all({"step", "epoch", "split", "time"} <= set(r) for r in rows)
+
+
+def test_resume_continues_exactly(tmp_path, data_root):
+    flags = ["--schedule", "constant", "--ckpt-every", "5"]
+    _mnist(tmp_path / "full", "--steps", "20", *flags)
+    _mnist(tmp_path / "half", "--steps", "10", *flags)
+    half = only_run_dir(tmp_path / "half", "01_dnn")
+    # resume needs only the run: experiment, model and recipe come from its record; --steps extends it
+    dnn_train.main(["--resume", str(half), "--steps", "20"])
+    full = torch.load(only_run_dir(tmp_path / "full", "01_dnn") / "checkpoint.pt", weights_only=True)
+    resumed = torch.load(half / "checkpoint.pt", weights_only=True)
+    assert resumed["step"] == full["step"] == 20
+    for k, v in full["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+    assert read_summary(half)["steps"] == 20
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path, data_root):
+    card = _mnist(tmp_path, "--precision", "bf16")
+    assert card["precision"] == "bf16" and card["value"] < 0.9
+
+
+@pytest.mark.skipif(not shutil.which("torchrun") and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+                    reason="torchrun not installed")
+def test_two_process_torchrun_with_gloo(tmp_path, data_root):
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "milestones", "train", "01_dnn",
+           "--experiment", "mnist", "--preset", "smoke", "--out-dir", str(tmp_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = read_summary(only_run_dir(tmp_path, "01_dnn"))  # one run directory: only rank 0 wrote
+    assert summary["world_size"] == 2 and summary["steps"] == 20
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "99_nope"], "unknown milestone"),
+    (["train", "01_dnn", "--no-such-flag", "1"], "unrecognized arguments"),
+    (["train", "01_dnn", "--precision", "fp16", "--device", "cpu"], "fp16 needs a CUDA GPU"),
+    (["train", "01_dnn", "--experiment", "mnist", "--data-dir", "/nonexistent/data"], "does not exist"),
+    (["train", "01_dnn", "--hidden", "ten"], "--hidden takes positive layer sizes"),
+    (["train", "01_dnn", "--lr", "-1"], "--lr must be positive"),
+])
+def test_bad_input_is_a_clear_message_not_a_traceback(args, message, tmp_path):
+    r = run_cli(*args, "--out-dir", tmp_path) if args[0] == "train" and len(args) > 2 else run_cli(*args)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_dataset_files_name_what_to_put_where(tmp_path):
+    r = run_cli("train", "01_dnn", "--experiment", "mnist", "--data-dir", tmp_path, "--out-dir", tmp_path / "runs",
+                env={"MILESTONES_OFFLINE": "1"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "train-images-idx3-ubyte.gz" in r.stderr and str(tmp_path / "MNIST" / "raw") in r.stderr
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    run = tmp_path / "01_dnn" / "broken"
+    run.mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"this is not a checkpoint")
+    r = run_cli("train", "01_dnn", "--experiment", "mnist", "--resume", run / "checkpoint.pt", "--out-dir", tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "not a readable milestones checkpoint" in r.stderr

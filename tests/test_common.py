@@ -1,0 +1,169 @@
+"""common/: config and presets, the in-memory loader and its DDP sharding, checkpoints, augmentation, compare."""
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from common.checkpoint import load_checkpoint, restore, save_checkpoint
+from common.config import TrainConfig, arg, parse_config
+from common.data import TensorLoader
+from common.data.augment import random_crop, random_hflip
+from common.device import Runtime, check_precision, pick_device
+from common.errors import UserError
+from common.logging import RunLogger
+from milestones.compare import compare
+from tests.conftest import run_cli
+
+
+@dataclass
+class Cfg(TrainConfig):
+    experiment: str = arg("a", "which", choices=("a", "b"))
+    width: int = arg(8, "units")
+
+
+PRESETS = {"quick": dict(epochs=3, width=16), "b/quick": dict(width=32), "smoke": dict(epochs=1)}
+
+
+def test_presets_layer_under_explicit_flags():
+    assert parse_config(Cfg, [], PRESETS).width == 8
+    q = parse_config(Cfg, ["--preset", "quick"], PRESETS)
+    assert (q.epochs, q.width, q.preset) == (3, 16, "quick")
+    assert parse_config(Cfg, ["--preset", "quick", "--experiment", "b"], PRESETS).width == 32
+    assert parse_config(Cfg, ["--preset", "quick", "--experiment", "b", "--width", "5"], PRESETS).width == 5
+    assert parse_config(Cfg, ["--compile"], PRESETS).compile is True
+    assert parse_config(Cfg, ["--compile", "false"], PRESETS).compile is False
+
+
+def test_bad_values_are_user_errors_or_argparse_exits():
+    with pytest.raises(UserError, match="--batch-size must be at least 1"):
+        parse_config(Cfg, ["--batch-size", "0"], PRESETS)
+    with pytest.raises(SystemExit):
+        parse_config(Cfg, ["--preset", "nope"], PRESETS)
+    with pytest.raises(SystemExit):
+        parse_config(Cfg, ["--width", "wide"], PRESETS)
+
+
+def test_precision_and_device_checks():
+    with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
+        check_precision("fp16", torch.device("cpu"))
+    check_precision("bf16", torch.device("cpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            pick_device("cuda")
+    assert pick_device("cpu").type == "cpu"
+
+
+def test_bf16_autocast_on_cpu_computes_in_bf16():
+    rt = Runtime(device=torch.device("cpu"), precision="bf16")
+    with rt.autocast():
+        out = torch.nn.Linear(4, 4)(torch.randn(2, 4))
+    assert out.dtype == torch.bfloat16
+    assert not rt.grad_scaler().is_enabled()
+
+
+def test_loader_shards_are_disjoint_and_cover_each_global_batch():
+    x = torch.arange(100)
+    per_rank = [list(TensorLoader(x, batch_size=10, shuffle=True, drop_last=True, seed=3, rank=r, world_size=2))
+                for r in range(2)]
+    assert len(per_rank[0]) == len(per_rank[1]) == 10
+    seen = torch.cat([torch.cat([b[0] for b in batches]) for batches in per_rank])
+    assert sorted(seen.tolist()) == list(range(100))
+    single = list(TensorLoader(x, batch_size=10, shuffle=True, drop_last=True, seed=3))
+    for b, (a0, a1) in enumerate(zip(per_rank[0], per_rank[1])):  # the two halves of the same global batch
+        assert sorted(torch.cat([a0[0], a1[0]]).tolist()) == sorted(single[b][0].tolist())
+
+
+def test_loader_epochs_differ_and_repeat_and_resume_midway():
+    loader = TensorLoader(torch.arange(50), batch_size=10, shuffle=True, drop_last=True, seed=1)
+    e0 = torch.cat([b[0] for b in loader.batches(0)])
+    assert not torch.equal(e0, torch.cat([b[0] for b in loader.batches(1)]))
+    assert torch.equal(e0, torch.cat([b[0] for b in loader.batches(0)]))
+    assert torch.equal(e0[20:], torch.cat([b[0] for b in loader.batches(0, start=2)]))
+
+
+def test_eval_loader_sees_every_example_once_across_ranks():
+    x = torch.arange(23)
+    parts = [torch.cat([b[0] for b in TensorLoader(x, batch_size=4, rank=r, world_size=2)]) for r in range(2)]
+    assert sorted(torch.cat(parts).tolist()) == list(range(23))
+
+
+def test_checkpoint_roundtrip_restores_model_optimizer_and_rng(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    path = save_checkpoint(tmp_path / "checkpoint.pt", model, opt, step=7)
+    expected_next = torch.rand(3)
+    state = load_checkpoint(tmp_path)  # a run directory works as well as the file
+    other = torch.nn.Linear(3, 2)
+    other_opt = torch.optim.SGD(other.parameters(), lr=0.1, momentum=0.9)
+    restore(state, other, other_opt)
+    assert state["step"] == 7 and path.exists() and not list(tmp_path.glob("*.tmp"))
+    assert torch.equal(other.weight, model.weight)
+    assert torch.equal(other_opt.state_dict()["state"][0]["momentum_buffer"],
+                       opt.state_dict()["state"][0]["momentum_buffer"])
+    assert torch.equal(torch.rand(3), expected_next)  # RNG continues where the checkpoint left it
+
+
+def test_checkpoints_refuse_pickled_code(tmp_path):
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"model": {}, "x": Evil()}, tmp_path / "checkpoint.pt")
+    with pytest.raises(UserError, match="not a readable milestones checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint.pt")
+    with pytest.raises(UserError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "nothing-here")
+
+
+def test_random_crop_and_flip_move_pixels_as_promised():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    crops = random_crop(x, 4, padding=2, generator=torch.Generator().manual_seed(0))
+    assert crops.shape == x.shape
+    for img, crop in zip(x, crops):  # every crop is a window of the zero-padded image
+        padded = torch.nn.functional.pad(img, (2, 2, 2, 2))
+        windows = padded.unfold(1, 4, 1).unfold(2, 4, 1).reshape(-1, 4, 4)
+        assert any(torch.equal(w, crop[0]) for w in windows)
+    flipped = random_hflip(x, p=1.0)
+    assert torch.equal(flipped, x.flip(3)) and torch.equal(random_hflip(x, p=0.0), x)
+
+
+def _card(**over):
+    card = dict(milestone="01_dnn", model="m", dataset="d", metric="test_error", value=0.02, paper_value=0.016,
+                paper_source="s", params=1000, train_seconds=1.5, examples_per_second=100.0, device="cpu",
+                precision="fp32", world_size=1, seed=0, preset="smoke", epochs=1)
+    card.update(over)
+    return card
+
+
+def test_summary_enforces_the_contract_and_compare_reads_it(tmp_path):
+    log = RunLogger("01_dnn", "m", {}, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="missing contract keys"):
+        log.summary(milestone="01_dnn")
+    log.summary(**_card(value=float("nan")))  # NaN is written as null: the file stays valid JSON
+    assert json.loads((log.dir / "summary.json").read_text())["value"] is None
+    RunLogger("02_x", "n", {}, out_dir=tmp_path).summary(**_card(milestone="02_x", model="n"))
+    table = compare(str(tmp_path), "table")
+    assert "01_dnn" in table and "02_x" in table and "0.016" in table
+    csv_rows = compare(str(tmp_path), "csv").splitlines()
+    assert len(csv_rows) == 3 and csv_rows[0].startswith("milestone,model")
+    assert compare(str(tmp_path), "markdown").startswith("| milestone |")
+
+
+def test_compare_without_runs_is_a_clear_error(tmp_path):
+    r = run_cli("compare", "--runs", tmp_path / "none")
+    assert r.returncode == 2 and "no runs directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_list_shows_the_whole_course_in_order():
+    r = run_cli("list")
+    assert r.returncode == 0, r.stderr
+    ids = [line.split()[0] for line in r.stdout.splitlines()[2:]]
+    assert ids == ["01_dnn", "02_cnn_lenet", "03_alexnet", "04_resnet", "05_lstm", "06_transformer",
+                   "07_vae_gan_diffusion"]
+    assert "1986" in r.stdout and "built" in r.stdout and "planned" in r.stdout
