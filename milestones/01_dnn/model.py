@@ -65,9 +65,9 @@ def generalized_delta_rule(model: MLP, x: torch.Tensor, d: torch.Tensor) -> list
     """dE/dw and dE/db for every layer, computed by hand with the paper's equations (logistic units, squared
     error summed over cases). Used to check autograd; training uses autograd.
 
-    Output units (eq. 4-5):  delta_j = dE/dx_j = (y_j - d_j) y_j (1 - y_j)
-    Hidden units (eq. 6-7):  delta_i = y_i (1 - y_i) sum_j delta_j w_ji
-    Weights:                 dE/dw_ji = sum_c delta_j y_i
+    Output units (eqs. 4, 5):  delta_j = dE/dx_j = (y_j - d_j) y_j (1 - y_j)
+    Weights (eq. 6):           dE/dw_ji = sum_c delta_j y_i
+    Hidden units (eqs. 7, 5):  delta_i = (sum_j delta_j w_ji) y_i (1 - y_i)
     """
     assert model.activation == "sigmoid", "the paper's rule is for logistic units"
     ys = [x.flatten(1)]  # activity of every layer, input first

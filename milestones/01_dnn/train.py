@@ -10,7 +10,7 @@ import itertools
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -29,8 +29,9 @@ MILESTONE = "01_dnn"
 
 @dataclass
 class Config(TrainConfig):
-    experiment: str = arg("symmetry", "symmetry / xor: the paper's tasks, generated; mnist: real digits",
-                          choices=("symmetry", "xor", "mnist"))
+    experiment: str = arg("symmetry", "symmetry / xor: the paper's tasks, generated; mnist: real digits; "
+                          "mnist_1986_vs_modern: mnist twice at one budget, sigmoid + squared error vs ReLU + "
+                          "cross-entropy", choices=("symmetry", "xor", "mnist", "mnist_1986_vs_modern"))
     hidden: str = arg("2", "hidden layer sizes, comma-separated (e.g. 800 or 500,300)")
     activation: str = arg("sigmoid", "hidden unit: sigmoid (the paper), tanh, relu", choices=("sigmoid", "tanh", "relu"))
     loss: str = arg("mse", "mse: the paper's 1/2 sum (y-d)^2 on logistic outputs; ce: softmax cross-entropy",
@@ -65,6 +66,12 @@ PRESETS = {
     "mnist/smoke": dict(hidden="32", activation="relu", loss="ce", init_range=0.0, epochs=1, steps=20,
                         batch_size=64, lr=0.05, ckpt_every=10),
 }
+for _p in ("paper", "default", "quick", "smoke"):  # the comparison trains the mnist recipe twice
+    PRESETS[f"mnist_1986_vs_modern/{_p}"] = PRESETS[f"mnist/{_p}"]
+
+# What differs between the two arms of the comparison; everything else (layers, init, optimizer, lr,
+# batch, epochs) is shared.
+ERAS = {"1986": dict(activation="sigmoid", loss="mse"), "modern": dict(activation="relu", loss="ce")}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -243,6 +250,17 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
     return card
 
 
+def run_eras(cfg: Config, rt, argv) -> dict:
+    """Train the same MLP twice on MNIST: the 1986 units and loss, then the modern ones. Two run records."""
+    if cfg.resume:
+        raise UserError("--resume one arm at a time: --experiment mnist --resume RUN_DIR")
+    cards = {era: run_mnist(replace(cfg, experiment="mnist", **change), rt, argv) for era, change in ERAS.items()}
+    if rt.is_main:
+        for era, card in cards.items():
+            print(f"{era:>7}: {card['model']:<32} test error {card['value']:.2%}")
+    return cards
+
+
 def _schedule(kind: str, total: int):
     if kind == "constant":
         return lambda s: 1.0
@@ -254,6 +272,8 @@ def run(cfg: Config, argv=None) -> dict:
     try:
         if cfg.experiment == "mnist":
             return run_mnist(cfg, rt, argv)
+        if cfg.experiment == "mnist_1986_vs_modern":
+            return run_eras(cfg, rt, argv)
         return run_patterns(cfg, rt, argv)
     finally:
         rt.close()
