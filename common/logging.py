@@ -132,18 +132,25 @@ def progress(iterable=None, total=None, desc="", rt=None, unit="it", **kw):
 
 
 class Throughput:
-    """Examples (or tokens) per second over a window, for the progress bar and the summary."""
+    """Examples (or tokens) per second, for the progress bar and the summary.
 
-    def __init__(self):
+    The first `warmup` measured steps are left out (torch.compile and cuDNN autotuning happen there).
+    """
+
+    def __init__(self, warmup: int = 0):
         self.count = 0
         self.seconds = 0.0
         self._t = None
+        self._skip = warmup
 
     def start(self):
         self._t = time.perf_counter()
 
     def stop(self, n: int):
-        if self._t is not None:
+        if self._t is not None and self._skip > 0:
+            self._skip -= 1
+            self._t = None
+        elif self._t is not None:
             self.seconds += time.perf_counter() - self._t
             self.count += n
             self._t = None

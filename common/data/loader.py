@@ -22,7 +22,8 @@ class TensorLoader:
             raise ValueError(f"batch size {batch_size} is not divisible by {world_size} ranks")
         device = torch.device(device or "cpu")
         if device.type == "cuda":
-            tensors = tuple(t.to(device, non_blocking=pin_memory) for t in tensors)  # whole set on the GPU
+            # the whole set goes to the GPU once; pinned host memory makes that copy a fast DMA
+            tensors = tuple((t.pin_memory() if pin_memory else t).to(device, non_blocking=pin_memory) for t in tensors)
         self.tensors = tensors
         self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size

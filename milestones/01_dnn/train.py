@@ -195,7 +195,7 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
         return logger.checkpoint_path
 
     eval_every = cfg.eval_every or steps_per_epoch
-    meter, t_start = Throughput(), time.time()
+    meter, t_start = Throughput(warmup=2), time.time()
     train_seconds = state.get("train_seconds", 0.0) if state else 0.0
     bar = progress(total=total, initial=step, desc=f"{MILESTONE} {name}", rt=rt, unit="step")
     test_err = state.get("test_error") if state else None
@@ -213,7 +213,7 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
                 scaler.update()
                 sched.step()
                 step += 1
-                meter.stop(cfg.batch_size)
+                meter.stop(cfg.batch_size)  # the global batch: ranks step in lockstep
                 if step % 50 == 0 or step == total:
                     value = check_finite(loss, step)
                     bar.set_postfix(loss=f"{value:.4f}", ex_s=f"{meter.rate:,.0f}")
@@ -240,13 +240,13 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
         milestone=MILESTONE, model=name, dataset=cfg.dataset, metric="test_error", value=test_err,
         paper_value=paper, paper_source="Simard, Steinkraus & Platt 2003 (2-layer MLP, 800 HU, CE)" if paper else None,
         params=count_params(model), train_seconds=round(train_seconds, 2),
-        examples_per_second=round(meter.rate * rt.world_size, 1), device=rt.device_name, precision=rt.precision,
+        examples_per_second=round(meter.rate, 1), device=rt.device_name, precision=rt.precision,
         world_size=rt.world_size, steps=step, epochs=round(step / steps_per_epoch, 3), seed=cfg.seed,
         preset=cfg.preset,
     )
     if rt.is_main:
         print(f"{name}: test error {test_err:.2%}" + (f" (paper: {paper:.1%})" if paper else "") +
-              f"; {train_seconds:.0f} s, {meter.rate * rt.world_size:,.0f} examples/s; run record: {logger.dir}")
+              f"; {train_seconds:.0f} s, {meter.rate:,.0f} examples/s; run record: {logger.dir}")
     return card
 
 
