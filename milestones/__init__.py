@@ -19,9 +19,6 @@ PLANNED = {
                        dataset="CIFAR-10 (ImageNet on a GPU)", metric="test_error"),
     "04_resnet": dict(year=2015, title="Residual networks + BatchNorm", paper="He, Zhang, Ren & Sun 2015",
                       dataset="CIFAR-10", metric="test_error"),
-    "05_lstm": dict(year=1997, title="Long short-term memory", paper="Hochreiter & Schmidhuber 1997; "
-                    "Gers et al. 2000; Zaremba et al. 2014", dataset="PTB, Tiny Shakespeare",
-                    metric="test_perplexity"),
     "06_transformer": dict(year=2017, title="The Transformer", paper="Vaswani et al. 2017; Radford et al. 2018",
                            dataset="Multi30k de-en, Tiny Shakespeare", metric="BLEU / val_loss"),
     "07_vae_gan_diffusion": dict(year=2013, title="VAE, GAN/DCGAN, DDPM",

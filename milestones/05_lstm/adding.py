@@ -1,0 +1,121 @@
+"""The adding problem (Hochreiter & Schmidhuber 1997, section 5, experiment 4), generated in code, and the
+gradient-versus-time-lag measurement that explains why the Elman RNN fails it.
+
+Each sequence element is a pair (value, marker): value uniform in [-1, 1]; marker 1 on exactly two pairs (one
+among the first ten, one among the first T/2), -1 on the first and last pair, 0 elsewhere. At the last step
+the net must output 0.5 + (X1 + X2) / 4, X1 and X2 being the two marked values; a sequence counts as processed
+correctly when the absolute error is below 0.04. Lengths are random in [T, T + T/10] (one length per batch
+here, so a batch is one rectangular tensor).
+"""
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from common.logging import progress
+from common.plot import line_plot
+
+from .model import Recurrent, SequenceRegressor, set_forget_bias
+
+TOLERANCE = 0.04  # the paper's criterion for a correct answer
+TEST_SEQUENCES = 2560  # the paper's test set size
+
+
+def adding_batch(batch_size: int, T: int, gen: torch.Generator, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: (B, L, 2) pairs (value, marker), L in [T, T + T/10];  target: (B,) in [0, 1]."""
+    device = device or gen.device
+    L = T + int(torch.randint(0, T // 10 + 1, (1,), generator=gen, device=gen.device))
+    rows = torch.arange(batch_size, device=device)
+    value = torch.rand(batch_size, L, generator=gen, device=gen.device).to(device) * 2 - 1
+    marker = torch.zeros(batch_size, L, device=device)
+    marker[:, 0] = marker[:, -1] = -1
+    first = torch.randint(0, 10, (batch_size,), generator=gen, device=gen.device).to(device)
+    second = torch.randint(0, T // 2 - 1, (batch_size,), generator=gen, device=gen.device).to(device)
+    second = second + (second >= first).long()  # one of the first T/2 - 1 pairs not marked yet
+    marker[rows, first] = 1
+    marker[rows, second] = 1
+    value[:, 0] = torch.where(marker[:, 0] == 1, 0.0, value[:, 0])  # the paper: a marked first pair counts as 0
+    target = 0.5 + (value[rows, first] + value[rows, second]) / 4
+    return torch.stack([value, marker], dim=-1), target
+
+
+@torch.no_grad()
+def evaluate(model, test, rt) -> tuple[float, float]:
+    """(fraction of sequences with |error| >= 0.04, mean squared error) over the fixed test set."""
+    model.eval()
+    wrong, sq, n = 0.0, 0.0, 0
+    for x, y in test:
+        with rt.autocast():
+            pred = model(x).float()
+        wrong += float(((pred - y).abs() >= TOLERANCE).sum())
+        sq += float(((pred - y) ** 2).sum())
+        n += len(y)
+    model.train()
+    return wrong / n, sq / n
+
+
+def train_one(cfg, kind: str, T: int, rt, logger, seed: int) -> dict:
+    """Train one net on length-T sequences until it solves the task or cfg.steps run out."""
+    torch.manual_seed(seed)
+    model = SequenceRegressor(kind, cfg.hidden, impl=cfg.impl, forget_gate=cfg.forget_gate).to(rt.device)
+    if kind == "lstm" and cfg.forget_gate and cfg.forget_bias is not None:
+        set_forget_bias(model.rnn, cfg.forget_bias)
+    net = rt.wrap(model, compile=cfg.compile)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    test_gen = torch.Generator(device=rt.device).manual_seed(10_000 + T)  # the same test set for every model
+    test = [adding_batch(256, T, test_gen) for _ in range(TEST_SEQUENCES // 256)]
+    gen = torch.Generator(device=rt.device).manual_seed(seed)
+    err, mse, solved_at, t0 = 1.0, float("nan"), None, time.time()
+    bar = progress(total=cfg.steps, desc=f"adding T={T} {kind}", rt=rt, unit="step", leave=False)
+    step = 0
+    while step < cfg.steps:
+        x, y = adding_batch(cfg.batch_size, T, gen)
+        with rt.autocast():
+            pred = net(x).float()
+        loss = F.mse_loss(pred, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            err, mse = evaluate(net, test, rt)
+            logger.log(step, "test", model=kind, T=T, train_mse=float(loss), mse=mse, error=err)
+            bar.set_postfix(mse=f"{mse:.4f}", wrong=f"{err:.1%}")
+            if err <= cfg.solved_error:
+                solved_at = step
+                break
+    bar.close()
+    return dict(model=kind, T=T, error=err, mse=mse, solved=solved_at is not None, steps=step,
+                sequences=step * cfg.batch_size, seconds=round(time.time() - t0, 1),
+                params=sum(p.numel() for p in model.parameters()))
+
+
+def grad_norm_vs_lag(kind: str, T: int, hidden: int, forget_gate: bool = True, forget_bias=None,
+                     batch: int = 32, seed: int = 0) -> list[float]:
+    """|| d h_T / d x_{T-k} || for k = 0..T-1, at initialisation, averaged over a batch of random inputs.
+
+    Computed in float64 so that the RNN's vanishing gradients show their true size instead of underflowing.
+    """
+    torch.manual_seed(seed)
+    rnn = Recurrent(kind, 2, hidden, 1, impl="scratch", forget_gate=forget_gate).double()
+    if forget_bias is not None and rnn.forget_gate:
+        set_forget_bias(rnn, forget_bias)
+    x = torch.randn(batch, T, 2, dtype=torch.float64, requires_grad=True)
+    y, _ = rnn(x)
+    y[:, -1].sum().backward()  # each sequence's last output depends on its own inputs only
+    norms = x.grad.norm(dim=-1).mean(0)  # (T,)
+    return norms.flip(0).tolist()  # index k = lag T-1-t
+
+
+def gradient_plot(path, T: int = 200, hidden: int = 64, forget_bias: float = 1.0) -> dict:
+    """The figure of NOTES.md: gradient norm vs time lag for the RNN, the 1997 LSTM and the forget-gate LSTM."""
+    curves = {"Elman RNN": grad_norm_vs_lag("rnn", T, hidden),
+              "LSTM 1997 (no forget gate)": grad_norm_vs_lag("lstm", T, hidden, forget_gate=False),
+              f"LSTM, forget gate (bias {forget_bias:g})": grad_norm_vs_lag("lstm", T, hidden, True, forget_bias)}
+    lags = range(T)
+    line_plot({k: (lags, v) for k, v in curves.items()}, path, logy=True, xlabel="time lag k",
+              ylabel="|| d h_T / d x_(T-k) ||", title=f"Gradient reaching back k steps at init (H={hidden})")
+    return curves

@@ -1,0 +1,360 @@
+"""Train LSTMs: the 1997 adding problem against an Elman RNN, and LSTM language models.
+
+    python -m milestones train 05_lstm --experiment adding --preset quick      # RNN vs LSTM, error vs lag
+    python -m milestones train 05_lstm --experiment ptb --preset quick         # Zaremba et al. 2014, small
+    python -m milestones train 05_lstm --experiment ptb --size medium          # 82.7 test perplexity in the paper
+    python -m milestones train 05_lstm --experiment shakespeare --preset quick # char-rnn; then `sample 05_lstm`
+"""
+
+import argparse
+import math
+import time
+import typing
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from common import data
+from common.checkpoint import restore, save_checkpoint
+from common.config import TrainConfig, arg, parse_config, to_dict
+from common.data.text import BPTTLoader
+from common.device import count_params, setup
+from common.errors import UserError, exit_on_user_error
+from common.logging import Throughput, progress
+from common.loop import check_finite, open_run, save_on_interrupt
+
+from .adding import gradient_plot, train_one
+from .model import LanguageModel, detach_state, set_forget_bias
+
+MILESTONE = "05_lstm"
+SIZES = ("small", "medium", "large")
+
+
+@dataclass
+class Config(TrainConfig):
+    experiment: str = arg("ptb", "adding: the 1997 long-lag task, RNN vs LSTM (generated); ptb: word-level LM "
+                          "(Zaremba et al. 2014); shakespeare: character-level LM (char-rnn)",
+                          choices=("adding", "ptb", "shakespeare"))
+    size: str = arg("medium", "ptb: Zaremba et al.'s small (no dropout), medium or large recipe", choices=SIZES)
+    model: str = arg("lstm", "ptb/shakespeare: recurrent layer (adding trains both, see --models)",
+                     choices=("lstm", "rnn"))
+    impl: str = arg("torch", "torch: nn.LSTM/nn.RNN (cuDNN on a GPU); scratch: our cell, written from the "
+                    "equations, stepped in Python (slower, same numbers)", choices=("torch", "scratch"))
+    forget_gate: bool = arg(True, "Gers et al. 2000's forget gate; false = the 1997 cell (needs --impl scratch)")
+    forget_bias: typing.Optional[float] = arg(None, "set each forget gate's total bias (b_if + b_hf) to this value "
+                                              "after init (default: leave the init alone)")
+    hidden: int = arg(200, "hidden units per layer")
+    layers: int = arg(2, "stacked recurrent layers")
+    dropout: float = arg(0.0, "dropout on non-recurrent connections (Zaremba et al.'s placement)")
+    init_range: float = arg(0.1, "all parameters uniform in [-r, r] (0: PyTorch's default init)")
+    bptt: int = arg(35, "truncated BPTT window (time steps per batch); the state is carried across windows")
+    optim: str = arg("sgd", "sgd (Zaremba), rmsprop (char-rnn) or adam", choices=("sgd", "rmsprop", "adam"))
+    lr_decay: float = arg(0.5, "multiply the LR by this once per epoch after --decay-start epochs")
+    decay_start: int = arg(4, "epochs at the full LR before the decay starts")
+    clip: float = arg(5.0, "clip the global gradient norm to this value")
+    time_sum: bool = arg(True, "loss summed over the BPTT window, averaged over the batch (Zaremba's code); "
+                         "false: averaged over all tokens")
+    eval_batch_size: int = arg(10, "parallel streams when evaluating (1 is Zaremba's; 10 is faster, nearly equal)")
+    eval_every: int = arg(0, "evaluate on the validation set every N steps (0: once an epoch)")
+    ckpt_every: int = arg(500, "save checkpoint.pt every N steps (and at every epoch end)")
+    sample_chars: int = arg(500, "shakespeare: characters sampled into samples/ at the end of training")
+    # adding problem
+    lengths: str = arg("10,50,100", "adding: minimal sequence lengths T to train at, comma-separated")
+    models: str = arg("rnn,lstm", "adding: recurrent layers to compare, comma-separated")
+    solved_error: float = arg(0.01, "adding: stop once this fraction of test sequences or fewer is wrong")
+
+
+ZAREMBA = {  # Zaremba, Sutskever & Vinyals 2014, section 4.1, and the configurations of their released code
+    "small": dict(hidden=200, dropout=0.0, init_range=0.1, epochs=13, decay_start=4, lr_decay=0.5, clip=5.0,
+                  bptt=20),
+    "medium": dict(hidden=650, dropout=0.5, init_range=0.05, epochs=39, decay_start=6, lr_decay=1 / 1.2, clip=5.0,
+                   bptt=35),
+    "large": dict(hidden=1500, dropout=0.65, init_range=0.04, epochs=55, decay_start=14, lr_decay=1 / 1.15,
+                  clip=10.0, bptt=35),
+}
+PAPER_PPL = {"small": (120.7, 114.5), "medium": (86.2, 82.7), "large": (82.2, 78.4)}  # (valid, test), Table 1
+LM = dict(layers=2, batch_size=20, lr=1.0, optim="sgd", time_sum=True)  # shared by the three sizes
+CHAR_RNN = dict(layers=2, dropout=0.5, init_range=0.08, bptt=50, batch_size=50, optim="rmsprop", lr=2e-3,
+                lr_decay=0.97, decay_start=10, clip=5.0, time_sum=False)  # Karpathy's char-rnn (2015) defaults
+
+PRESETS = {
+    # adding: 1997's task; Adam and BPTT instead of the paper's truncated RTRL-like gradient (NOTES.md)
+    "adding/paper": dict(lengths="100,500,1000", hidden=64, steps=100_000, batch_size=32, lr=1e-3, clip=1.0,
+                         eval_every=500, solved_error=1 / 2560, forget_gate=False, impl="scratch"),
+    "adding/default": dict(lengths="10,25,50,100,200", hidden=64, steps=20_000, batch_size=64, lr=3e-3, clip=1.0,
+                           eval_every=250, forget_bias=1.0),
+    "adding/quick": dict(lengths="10,50,100", hidden=32, steps=2500, batch_size=64, lr=3e-3, clip=1.0,
+                         eval_every=100, forget_bias=1.0),
+    "adding/smoke": dict(lengths="10", hidden=8, steps=20, batch_size=16, lr=3e-3, clip=1.0, eval_every=10,
+                         forget_bias=1.0),
+    # ptb/paper and ptb/default take Zaremba's recipe of --size (see sized_presets)
+    "ptb/paper": dict(LM),
+    "ptb/default": dict(LM),
+    "ptb/quick": dict(LM),  # the --size recipe (small by default here) for two epochs, LR halved for the second
+    "ptb/smoke": dict(LM, size="small", hidden=16, epochs=1, steps=12, bptt=10, eval_batch_size=200, ckpt_every=5),
+    "shakespeare/paper": dict(CHAR_RNN, hidden=512, layers=3, epochs=50),
+    "shakespeare/default": dict(CHAR_RNN, hidden=512, epochs=20),
+    "shakespeare/quick": dict(CHAR_RNN, hidden=256, dropout=0.0, epochs=1, steps=600, eval_every=200),
+    "shakespeare/smoke": dict(CHAR_RNN, hidden=16, epochs=1, steps=10, bptt=20, batch_size=8, eval_every=5,
+                              eval_batch_size=64, sample_chars=50, ckpt_every=5),
+}
+
+
+def sized_presets(argv) -> dict:
+    """PRESETS with Zaremba's recipe of the requested --size folded into ptb/paper and ptb/default."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--size", choices=SIZES)
+    p.add_argument("--preset")
+    known, _ = p.parse_known_args(argv)
+    size = known.size or ("small" if known.preset == "quick" else "medium")
+    presets = {k: dict(v) for k, v in PRESETS.items()}
+    for name in ("ptb/paper", "ptb/default"):
+        presets[name].update(ZAREMBA[size])
+    presets["ptb/quick"].update(ZAREMBA[size], size=size, epochs=2, decay_start=1, lr_decay=0.5)
+    return presets
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The adding problem: RNN vs LSTM, error vs sequence length
+# ---------------------------------------------------------------------------------------------------------
+
+def parse_list(text: str, name: str, cast, allowed=None) -> list:
+    try:
+        items = [cast(s.strip()) for s in text.split(",") if s.strip()]
+    except ValueError:
+        items = []
+    if not items or (allowed and any(i not in allowed for i in items)):
+        raise UserError(f"--{name} takes a comma-separated list{' of ' + ', '.join(allowed) if allowed else ''}, "
+                        f"got {text!r}")
+    return items
+
+
+def run_adding(cfg: Config, rt, argv) -> dict:
+    if cfg.resume:
+        raise UserError("--resume is for the language models; the adding runs take minutes from scratch")
+    lengths = parse_list(cfg.lengths, "lengths", int)
+    kinds = parse_list(cfg.models, "models", str, allowed=("rnn", "lstm"))
+    if min(lengths) < 10:
+        raise UserError(f"--lengths must be at least 10 (the first marker is among the first ten pairs), got {lengths}")
+    if cfg.eval_every < 1:
+        raise UserError("--eval-every must be at least 1 for the adding problem")
+    logger, _ = open_run(cfg, MILESTONE, "adding-" + "-vs-".join(kinds), rt, argv)
+    curves = gradient_plot(logger.dir / "grad_norm_vs_lag.png", T=200, hidden=cfg.hidden,
+                           forget_bias=cfg.forget_bias if cfg.forget_bias is not None else 1.0)
+    for k in (1, 10, 50, 100, 199):
+        logger.log(k, "init", lag=k, **{name: v[k] for name, v in curves.items()})
+    t0, results = time.time(), []
+    for T in lengths:
+        for kind in kinds:
+            r = train_one(cfg, kind, T, rt, logger, cfg.seed)
+            results.append(r)
+            if rt.is_main:
+                print(f"T={T:<5} {kind:<4}: {r['error']:6.1%} of test sequences wrong, test MSE {r['mse']:.5f}, "
+                      f"{'solved' if r['solved'] else 'NOT solved'} after {r['sequences']:,} sequences "
+                      f"({r['seconds']:.0f} s)")
+    seconds = time.time() - t0
+    from common.plot import line_plot
+    line_plot({k: (lengths, [r["error"] for r in results if r["model"] == k]) for k in kinds},
+              logger.dir / "error_vs_length.png", title="Adding problem: test error vs minimal length T",
+              xlabel="T", ylabel="fraction of test sequences wrong (|err| >= 0.04)")
+    last = [r for r in results if r["T"] == max(lengths)]
+    head = next((r for r in last if r["model"] == "lstm"), last[-1])
+    paper = 1 / 2560 if max(lengths) == 100 and head["model"] == "lstm" else None
+    card = logger.summary(
+        milestone=MILESTONE, model=f"adding-{head['model']}-{cfg.hidden}", dataset="adding problem (generated)",
+        metric=f"test_error at T={max(lengths)}", value=head["error"], paper_value=paper,
+        paper_source="Hochreiter & Schmidhuber 1997, Table 7: 1 of 2560 test sequences wrong at T=100"
+        if paper else None, params=head["params"], train_seconds=round(seconds, 1),
+        examples_per_second=round(sum(r["sequences"] for r in results) / seconds, 1), device=rt.device_name,
+        precision=rt.precision, world_size=rt.world_size, steps=sum(r["steps"] for r in results), seed=cfg.seed,
+        preset=cfg.preset, results=results)
+    if rt.is_main:
+        print("\n   T  " + "".join(f"{k + ' wrong':>14}" for k in kinds))
+        for T in lengths:
+            print(f"{T:>5} " + "".join(f"{r['error']:>14.1%}" for r in results if r["T"] == T))
+        print(f"run record and plots (error_vs_length.png, grad_norm_vs_lag.png): {logger.dir}")
+    return card
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Language models: PTB (words) and Tiny Shakespeare (characters)
+# ---------------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate_lm(net, loader: BPTTLoader, rt) -> float:
+    """Mean negative log-likelihood per token (nats) over a split, state carried across windows.
+    Perplexity is exp of this mean: the geometric mean of 1 / p(target)."""
+    net.eval()
+    totals = torch.zeros(2, device=rt.device, dtype=torch.float64)  # NLL sum, tokens
+    state = None
+    for x, y in loader:
+        with rt.autocast():
+            logits, state = net(x, state)
+        totals[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
+        totals[1] += y.numel()
+    rt.all_reduce_sum(totals)
+    net.train()
+    return float(totals[0] / totals[1])
+
+
+def lm_step_lr(cfg: Config, steps_per_epoch: int):
+    """Zaremba's schedule: full LR for `decay_start` epochs, then times `lr_decay` at every new epoch."""
+    return lambda s: cfg.lr_decay ** max(s // steps_per_epoch + 1 - cfg.decay_start, 0)
+
+
+def make_optimizer(cfg: Config, params):
+    if cfg.optim == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr)
+    if cfg.optim == "rmsprop":  # char-rnn: decay rate 0.95
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.95, eps=1e-8)
+    return torch.optim.Adam(params, lr=cfg.lr)
+
+
+def check_lm(cfg: Config) -> None:
+    if cfg.model == "lstm" and not cfg.forget_gate and cfg.impl == "torch":
+        raise UserError("nn.LSTM always has a forget gate: the 1997 cell (--forget-gate false) needs --impl scratch")
+    if cfg.forget_bias is not None and (cfg.model != "lstm" or not cfg.forget_gate):
+        raise UserError("--forget-bias needs an LSTM with a forget gate")
+    for name in ("hidden", "layers", "bptt", "eval_batch_size", "ckpt_every"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if not 0 <= cfg.dropout < 1:
+        raise UserError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if not cfg.clip > 0 or not cfg.lr_decay > 0:
+        raise UserError("--clip and --lr-decay must be positive")
+
+
+def run_lm(cfg: Config, rt, argv) -> dict:
+    check_lm(cfg)
+    words = cfg.experiment == "ptb"
+    corpus = data.load("ptb" if words else "tinyshakespeare", cfg.data_dir)
+    vocab = corpus["vocab"]
+    loader = lambda split, b, last: BPTTLoader(corpus[split], b, cfg.bptt, rt.device, drop_last=last,
+                                               rank=rt.rank, world_size=rt.world_size)
+    train = loader("train", cfg.batch_size, True)
+    valid = loader("valid", cfg.eval_batch_size, False)
+    test = loader("test", cfg.eval_batch_size, False) if "test" in corpus else None
+    model = LanguageModel(len(vocab), cfg.hidden, cfg.layers, cfg.dropout, cfg.model, cfg.impl, cfg.forget_gate,
+                          cfg.init_range).to(rt.device)
+    if cfg.forget_bias is not None:
+        set_forget_bias(model.rnn, cfg.forget_bias)
+    name = f"{cfg.experiment}-{cfg.model}-{cfg.layers}x{cfg.hidden}" + (f"-{cfg.size}" if words else "")
+    steps_per_epoch = len(train)
+    total = cfg.steps or cfg.epochs * steps_per_epoch
+    opt = make_optimizer(cfg, model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lm_step_lr(cfg, steps_per_epoch))
+    scaler = rt.grad_scaler()
+    logger, ckpt = open_run(cfg, MILESTONE, name, rt, argv)
+    step, state, train_seconds, best = 0, None, 0.0, {}
+    if ckpt is not None:
+        restore(ckpt, model, opt, sched, scaler)
+        step, train_seconds = ckpt["step"], ckpt.get("train_seconds", 0.0)
+        carry = [t.to(rt.device) for t in ckpt.get("carry", [])]  # the hidden state mid-epoch: exact resume
+        state = (tuple(carry) if cfg.model == "lstm" else carry[0]) if carry else None
+    net = rt.wrap(model, compile=cfg.compile)
+
+    def save(**extra):
+        if rt.is_main:
+            carry = list(state) if isinstance(state, tuple) else ([state] if state is not None else [])
+            save_checkpoint(logger.checkpoint_path, model, opt, sched, scaler, step=step, config=to_dict(cfg),
+                            vocab=vocab, words=words, carry=[c.detach().cpu() for c in carry],
+                            train_seconds=train_seconds + time.time() - t_start, **extra)
+        return logger.checkpoint_path
+
+    eval_every = cfg.eval_every or steps_per_epoch
+    meter, t_start = Throughput(), time.time()
+    bar = progress(total=total, initial=step, desc=f"{MILESTONE} {name}", rt=rt, unit="step")
+    valid_nll = ckpt.get("valid_nll") if ckpt else None
+    with save_on_interrupt(save, rt):
+        while step < total:
+            epoch, start = divmod(step, steps_per_epoch)
+            if start == 0:
+                state = None  # each epoch starts from a zero state, as in Zaremba's code
+            for x, y in train.batches(start):
+                meter.start()
+                state = detach_state(state)  # truncated BPTT: carry the values, not the graph
+                with rt.autocast():
+                    logits, state = net(x, state)  # (B, T, V)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())  # mean NLL per token
+                objective = loss * y.shape[1] if cfg.time_sum else loss
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(objective).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                step += 1
+                meter.stop(y.numel() * rt.world_size)
+                if step % 50 == 0 or step == total:
+                    value = check_finite(loss, step)
+                    bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{meter.rate:,.0f}")
+                    logger.log(step, "train", epoch=step / steps_per_epoch, loss=value, lr=sched.get_last_lr()[0],
+                               tokens_per_second=meter.rate)
+                bar.update(1)
+                if step % eval_every == 0 or step == total:
+                    valid_nll = evaluate_lm(net, valid, rt)
+                    logger.log(step, "valid", epoch=step / steps_per_epoch, loss=valid_nll,
+                               perplexity=math.exp(valid_nll))
+                    if rt.is_main:
+                        bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): valid loss {valid_nll:.4f}"
+                                  + (f", perplexity {math.exp(valid_nll):.1f}" if words else " nats/char"))
+                if step % cfg.ckpt_every == 0 or step % steps_per_epoch == 0 or step == total:
+                    save(valid_nll=valid_nll)
+                if step == total:
+                    break
+    bar.close()
+    train_seconds += time.time() - t_start
+    test_nll = evaluate_lm(net, test, rt) if test is not None else None
+    if test_nll is not None:
+        logger.log(step, "test", loss=test_nll, perplexity=math.exp(test_nll))
+    if rt.is_main:
+        save_checkpoint(logger.checkpoint_path, model, opt, sched, scaler, step=step, config=to_dict(cfg),
+                        vocab=vocab, words=words, carry=[], train_seconds=train_seconds, valid_nll=valid_nll)
+    common = dict(milestone=MILESTONE, model=name, params=count_params(model), train_seconds=round(train_seconds, 1),
+                  examples_per_second=round(meter.rate, 1), tokens_per_second=round(meter.rate, 1),
+                  device=rt.device_name, precision=rt.precision, world_size=rt.world_size, steps=step,
+                  epochs=round(step / steps_per_epoch, 3), seed=cfg.seed, preset=cfg.preset, impl=cfg.impl)
+    if words:
+        paper = PAPER_PPL[cfg.size][1] if cfg.model == "lstm" else None
+        card = logger.summary(**common, dataset="Penn Treebank (Mikolov split)", metric="test_perplexity",
+                              value=round(math.exp(test_nll), 2), paper_value=paper,
+                              paper_source=f"Zaremba, Sutskever & Vinyals 2014, Table 1 ({cfg.size})" if paper else None,
+                              valid_perplexity=round(math.exp(valid_nll), 2))
+        result = f"test perplexity {card['value']:.1f} (paper, {cfg.size}: {paper}), valid {card['valid_perplexity']:.1f}"
+    else:
+        card = logger.summary(**common, dataset="Tiny Shakespeare (last 10% = validation)",
+                              metric="val_loss (nats/char)", value=round(valid_nll, 4), paper_value=None,
+                              paper_source="char-rnn (Karpathy 2015) published samples, not a number")
+        result = f"validation loss {valid_nll:.4f} nats/char ({valid_nll / math.log(2):.3f} bits/char)"
+        if rt.is_main and cfg.sample_chars > 0:
+            from .sample import generate
+            text = generate(model, vocab, False, "\n", cfg.sample_chars, 0.8, rt.device, seed=cfg.seed)
+            (logger.dir / "samples").mkdir(exist_ok=True)
+            (logger.dir / "samples" / "sample.txt").write_text(text)
+            print(f"--- sample (temperature 0.8) ---\n{text}\n---")
+    if rt.is_main:
+        print(f"{name}: {result}; {train_seconds:.0f} s, {meter.rate:,.0f} tokens/s; run record: {logger.dir}")
+    return card
+
+
+def run(cfg: Config, argv=None) -> dict:
+    rt = setup(cfg.device, cfg.precision, cfg.seed)
+    try:
+        if cfg.experiment == "adding":
+            return run_adding(cfg, rt, argv)
+        return run_lm(cfg, rt, argv)
+    finally:
+        rt.close()
+
+
+def main(argv=None, prog="python -m milestones train 05_lstm"):
+    def go():
+        cfg = parse_config(Config, argv, sized_presets(argv), prog=prog, description=__doc__.split("\n")[1])
+        return run(cfg, argv)
+    return exit_on_user_error(go)
+
+
+if __name__ == "__main__":
+    main()

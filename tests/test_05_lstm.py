@@ -1,0 +1,203 @@
+"""05_lstm: the cell against nn.LSTM, gradient flow, BPTT batching, perplexity, smoke runs, bad input."""
+
+import importlib
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common import data
+from common.data.text import BPTTLoader, bptt_streams
+from common.device import Runtime
+from common.errors import UserError
+from tests.conftest import only_run_dir, read_metrics, read_summary, run_cli
+
+model = importlib.import_module("milestones.05_lstm.model")
+adding = importlib.import_module("milestones.05_lstm.adding")
+train = importlib.import_module("milestones.05_lstm.train")
+CPU = Runtime(device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "rnn"])
+def test_scratch_matches_torch_with_same_weights(kind):
+    torch.manual_seed(0)
+    fast = model.Recurrent(kind, 7, 16, num_layers=2, impl="torch")
+    ours = model.Recurrent(kind, 7, 16, num_layers=2, impl="scratch")
+    ours.load_state_dict(fast.state_dict())  # nn.LSTM's weight_ih_l0 ... land in our cells
+    x = torch.randn(3, 13, 7, requires_grad=True)
+    h0 = torch.randn(2, 3, 16)
+    state = (h0, torch.randn(2, 3, 16)) if kind == "lstm" else h0
+    y_fast, s_fast = fast(x, state)
+    y_ours, s_ours = ours(x, state)
+    torch.testing.assert_close(y_ours, y_fast, rtol=1e-5, atol=1e-6)
+    for a, b in zip(s_ours if kind == "lstm" else [s_ours], s_fast if kind == "lstm" else [s_fast]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    g_fast = torch.autograd.grad(y_fast.square().sum(), [x, fast.net.weight_hh_l0])
+    g_ours = torch.autograd.grad(y_ours.square().sum(), [x, ours.cells[0].weight_hh])
+    for a, b in zip(g_ours, g_fast):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    back = model.Recurrent(kind, 7, 16, num_layers=2, impl="torch")
+    back.load_state_dict(ours.state_dict())  # and back again
+    torch.testing.assert_close(back(x, state)[0], y_fast)
+
+
+def test_cell_equations_one_step():
+    torch.manual_seed(1)
+    for forget_gate in (True, False):
+        cell = model.LSTMCell(3, 4, forget_gate=forget_gate)
+        x, h, c = torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4)
+        pre = x @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh
+        if forget_gate:
+            i, f, g, o = pre.sigmoid()[:, :4], pre.sigmoid()[:, 4:8], pre.tanh()[:, 8:12], pre.sigmoid()[:, 12:]
+        else:  # 1997: c_t = c_{t-1} + i g
+            i, f, g, o = pre.sigmoid()[:, :4], torch.ones(2, 4), pre.tanh()[:, 4:8], pre.sigmoid()[:, 8:]
+        c_want = f * c + i * g
+        h_got, c_got = cell.step(cell.input_part(x), h, c)
+        torch.testing.assert_close(c_got, c_want)
+        torch.testing.assert_close(h_got, o * c_want.tanh())
+    assert model.LSTMCell(3, 4, forget_gate=False).weight_ih.shape == (12, 3)
+    with pytest.raises(ValueError, match="scratch"):
+        model.Recurrent("lstm", 3, 4, impl="torch", forget_gate=False)
+
+
+def test_forget_bias_sets_the_sum_of_both_bias_vectors():
+    lstm = model.Recurrent("lstm", 5, 8, num_layers=2, impl="torch")
+    before = lstm.net.bias_ih_l1.detach().clone()
+    model.set_forget_bias(lstm, 1.0)
+    for layer in range(2):
+        p = lstm.layer_params(layer)
+        total = p["bias_ih"] + p["bias_hh"]
+        assert torch.equal(total[8:16], torch.ones(8))
+    torch.testing.assert_close(lstm.net.bias_ih_l1[:8], before[:8])  # the other gates keep their init
+    with pytest.raises(ValueError):
+        model.set_forget_bias(model.Recurrent("rnn", 5, 8), 1.0)
+
+
+def test_lstm_keeps_more_gradient_than_rnn_at_lag_100():
+    rnn = adding.grad_norm_vs_lag("rnn", 120, 32)
+    lstm = adding.grad_norm_vs_lag("lstm", 120, 32, forget_gate=True, forget_bias=1.0)
+    assert rnn[100] < 1e-15  # vanished: a factor ~ 0.7 per step for 100 steps
+    assert lstm[100] > 1e4 * rnn[100]
+    assert rnn[100] < rnn[10] * 1e-6  # and it decays with the lag
+
+
+def test_bptt_batches_are_shifted_streams_with_carried_positions():
+    ids = torch.arange(103)
+    streams = bptt_streams(ids, 4)  # (4, 25): row b holds tokens 25b .. 25b+24, 3 dropped
+    assert streams.shape == (4, 25) and torch.equal(streams[:, 0], torch.tensor([0, 25, 50, 75]))
+    loader = BPTTLoader(ids, batch_size=4, bptt=7, drop_last=False)
+    windows = list(loader)
+    assert len(windows) == 4 and [x.shape[1] for x, _ in windows] == [7, 7, 7, 3]
+    for k, (x, y) in enumerate(windows):
+        assert torch.equal(y, x + 1)  # target = next token
+        if k:
+            assert torch.equal(x[:, 0], windows[k - 1][1][:, -1])  # window k starts where k-1 ended
+    assert len(BPTTLoader(ids, 4, 7, drop_last=True)) == 3  # training drops the short tail
+    r0, r1 = (BPTTLoader(ids, 4, 7, rank=r, world_size=2).data for r in (0, 1))
+    assert torch.equal(torch.cat([r0, r1]), streams)  # DDP ranks: disjoint streams
+
+
+def test_perplexity_is_exp_of_mean_token_nll_and_state_is_carried():
+    torch.manual_seed(0)
+    lm = model.LanguageModel(11, 8, num_layers=2)
+    ids = torch.randint(0, 11, (61,))
+    short = train.evaluate_lm(lm, BPTTLoader(ids, 2, 4, drop_last=False), CPU)
+    whole = train.evaluate_lm(lm, BPTTLoader(ids, 2, 100, drop_last=False), CPU)
+    assert abs(short - whole) < 1e-5  # carrying the state across windows = one long window
+    streams = bptt_streams(ids, 2)
+    with torch.no_grad():
+        logits, _ = lm(streams[:, :-1])
+    nll = -torch.log_softmax(logits, -1).gather(-1, streams[:, 1:, None]).mean()  # by hand
+    assert abs(whole - nll.item()) < 1e-5
+
+
+def test_adding_problem_sequences():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        x, y = adding.adding_batch(64, 50, g)
+        assert x.shape[0] == 64 and 50 <= x.shape[1] <= 55
+        value, marker = x[..., 0], x[..., 1]
+        marked = marker == 1
+        assert torch.equal(marked.sum(1), torch.full((64,), 2))
+        assert marked[:, :10].any(1).all() and not marked[:, 25:].any()  # one in the first 10, both in the first T/2
+        torch.testing.assert_close(y, 0.5 + (value * marked).sum(1) / 4)
+        assert (marker[:, -1] == -1).all() and ((marker[:, 0] == -1) | marked[:, 0]).all()
+
+
+def test_param_count_of_zaremba_small():
+    V, H = 10_000, 200
+    lm = model.LanguageModel(V, H, num_layers=2)
+    per_layer = 4 * H * (H + H) + 2 * 4 * H  # W_ih, W_hh and PyTorch's two bias vectors
+    assert sum(p.numel() for p in lm.parameters()) == V * H + 2 * per_layer + H * V + V == 4_653_200
+
+
+def test_overfits_one_batch():
+    torch.manual_seed(0)
+    lm = model.LanguageModel(20, 32, num_layers=1, impl="scratch")
+    x = torch.randint(0, 20, (4, 12))
+    opt = torch.optim.Adam(lm.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss = F.cross_entropy(lm(x[:, :-1])[0].flatten(0, 1), x[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+
+
+def test_text_corpora(data_root):
+    ptb = data.load("ptb", data_root, download=False)
+    assert [len(ptb[s]) for s in ("train", "valid", "test")] == [929_589, 73_760, 82_430]
+    assert len(ptb["vocab"]) == 10_000 and ptb["vocab"][int(ptb["train"][24])] == "<eos>"
+    shakespeare = data.load("tinyshakespeare", data_root, download=False)
+    assert len(shakespeare["vocab"]) == 65
+    assert len(shakespeare["train"]) + len(shakespeare["valid"]) == 1_115_394
+    assert "".join(shakespeare["vocab"][i] for i in shakespeare["train"][:14]) == "First Citizen:"
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="ptb.train.txt"):
+        data.load("ptb", tmp_path, download=False)
+
+
+def test_smoke_runs_and_sampling(tmp_path, data_root):
+    env = {"MILESTONES_DATA": str(data_root)}
+    r = run_cli("train", "05_lstm", "--experiment", "adding", "--preset", "smoke", "--out-dir", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    card = read_summary(only_run_dir(tmp_path / "a", "05_lstm"))
+    assert {x["model"] for x in card["results"]} == {"rnn", "lstm"} and 0 <= card["value"] <= 1
+    assert (only_run_dir(tmp_path / "a", "05_lstm") / "grad_norm_vs_lag.png").stat().st_size > 1000
+
+    r = run_cli("train", "05_lstm", "--experiment", "shakespeare", "--preset", "smoke", "--out-dir", tmp_path / "s",
+                env=env)
+    assert r.returncode == 0, r.stderr
+    run = only_run_dir(tmp_path / "s", "05_lstm")
+    card = read_summary(run)
+    assert card["metric"].startswith("val_loss") and card["value"] < math.log(65) + 0.1
+    assert any(m["split"] == "valid" for m in read_metrics(run))
+    r = run_cli("sample", "05_lstm", "--run", run, "--length", "40", "--prompt", "ROMEO:")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ROMEO:") and len(r.stdout.rstrip("\n")) >= 40
+
+    r = run_cli("train", "05_lstm", "--experiment", "ptb", "--preset", "smoke", "--out-dir", tmp_path / "p", env=env)
+    assert r.returncode == 0, r.stderr
+    card = read_summary(only_run_dir(tmp_path / "p", "05_lstm"))
+    assert card["metric"] == "test_perplexity" and 1 < card["value"] < 10_000 and card["paper_value"] == 114.5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--experiment", "ptb", "--forget-gate", "false"], "--impl scratch"),
+    (["--experiment", "adding", "--lengths", "5"], "at least 10"),
+    (["--experiment", "adding", "--models", "gru"], "--models"),
+    (["--experiment", "ptb", "--dropout", "1.5"], "--dropout"),
+    (["--experiment", "ptb", "--data-dir", "/nonexistent/data"], "does not exist"),
+])
+def test_bad_input_exits_2_with_a_message(args, message, tmp_path):
+    r = run_cli("train", "05_lstm", "--preset", "smoke", "--out-dir", tmp_path, *args)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sample_refuses_a_non_lm_run(tmp_path):
+    r = run_cli("sample", "05_lstm", "--run", tmp_path)
+    assert r.returncode == 2 and "no checkpoint" in r.stderr and "Traceback" not in r.stderr
