@@ -17,8 +17,6 @@ PLANNED = {
                          dataset="MNIST", metric="test_error"),
     "03_alexnet": dict(year=2012, title="AlexNet", paper="Krizhevsky, Sutskever & Hinton 2012",
                        dataset="CIFAR-10 (ImageNet on a GPU)", metric="test_error"),
-    "04_resnet": dict(year=2015, title="Residual networks + BatchNorm", paper="He, Zhang, Ren & Sun 2015",
-                      dataset="CIFAR-10", metric="test_error"),
     "06_transformer": dict(year=2017, title="The Transformer", paper="Vaswani et al. 2017; Radford et al. 2018",
                            dataset="Multi30k de-en, Tiny Shakespeare", metric="BLEU / val_loss"),
     "07_vae_gan_diffusion": dict(year=2013, title="VAE, GAN/DCGAN, DDPM",

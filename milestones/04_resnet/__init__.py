@@ -1,0 +1,9 @@
+"""04 — Deep residual learning (He, Zhang, Ren & Sun, 2015), with Batch Normalization (Ioffe & Szegedy, 2015)."""
+
+META = dict(
+    year=2015,
+    title="Residual networks + BatchNorm",
+    paper="He, Zhang, Ren & Sun 2015, arXiv:1512.03385 (CVPR 2016); Ioffe & Szegedy 2015",
+    dataset="CIFAR-10 (ImageNet configurations built and counted)",
+    metric="test_error; plain vs residual training error",
+)

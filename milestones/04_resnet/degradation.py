@@ -1,0 +1,85 @@
+"""The experiment that made the paper (its Figure 6): plain nets get *worse* as they get deeper, on the
+training set itself, while residual nets of the same depth do not.
+
+    python -m milestones train 04_resnet --experiment degradation --preset quick
+
+Trains each model of --models with the same recipe, one after the other, into one run directory:
+    metrics.jsonl          training error (running, over the augmented minibatches) and test error, per model
+    training_error.png     the curves, plain dashed, residual solid (the paper's Figure 6, both panels in one)
+    summary.json           final training and test error of every model, and the verdict
+    checkpoint-<model>.pt  each trained net
+"""
+
+from common.device import count_params
+from common.errors import UserError
+from common.loop import open_run
+from common.plot import line_plot
+
+from .train import DATASET, MILESTONE, fit, load_data, make_model, parse_drops
+
+
+def tail_mean(curve, fraction: float = 0.2) -> float:
+    """Training error averaged over the last `fraction` of the logged points (less noisy than the last one)."""
+    k = max(1, round(len(curve) * fraction))
+    return sum(e for _, e in curve[-k:]) / k
+
+
+def verdict(results: dict) -> str:
+    """What the numbers show, in the paper's terms (for the depths 20 and 56, or whichever pair was trained)."""
+    lines = []
+    for kind in ("plain", "resnet"):
+        nets = sorted((int(m[len(kind):]), m) for m in results if m.startswith(kind))
+        if len(nets) < 2:
+            continue
+        (d0, shallow), (d1, deep) = nets[0], nets[-1]
+        e0, e1 = results[shallow]["train_error"], results[deep]["train_error"]
+        worse = "higher" if e1 > e0 else "lower or equal"
+        lines.append(f"{kind}-{d1} training error {e1:.1%} is {worse} than {kind}-{d0}'s {e0:.1%}")
+    return "; ".join(lines)
+
+
+def run_degradation(cfg, rt, argv) -> dict:
+    if cfg.resume:
+        raise UserError("the degradation experiment does not resume; it restarts from scratch (each trained net "
+                        "is kept as checkpoint-<model>.pt in its run directory)")
+    names = [m.strip() for m in cfg.models.split(",") if m.strip()]
+    if len(names) < 2:
+        raise UserError(f"--models needs at least two models to compare, got {cfg.models!r}")
+    for name in names:  # bad names fail before any training
+        make_model(name, cfg)
+    parse_drops(cfg.lr_drops)
+    train, test = load_data(cfg, rt)
+    logger, _ = open_run(cfg, MILESTONE, "degradation", rt, argv)
+    results, params, seconds, rates = {}, {}, 0.0, []
+    for name in names:
+        r = fit(cfg, rt, name, train, test, logger, ckpt_path=logger.dir / f"checkpoint-{name}.pt")
+        results[name] = dict(train_error=tail_mean(r["curve"]), test_error=r["test_error"], curve=r["curve"])
+        params[name] = count_params(r["model"])
+        seconds += r["train_seconds"]
+        rates.append(r["examples_per_second"])
+        logger.log(r["steps"], "final", epoch=round(r["epochs"], 4), model=name, train_error=results[name]["train_error"],
+                   test_error=r["test_error"])
+    series = {name: ([s for s, _ in v["curve"]], [100 * e for _, e in v["curve"]]) for name, v in results.items()}
+    plot = None
+    if rt.is_main:
+        plot = line_plot(series, logger.dir / "training_error.png", xlabel="iteration", ylabel="training error (%)",
+                         title=f"{DATASET}: plain vs residual ({cfg.steps or cfg.epochs} "
+                               f"{'steps' if cfg.steps else 'epochs'}, batch {cfg.batch_size})")
+    said = verdict(results)
+    card = logger.summary(
+        milestone=MILESTONE, model="degradation:" + ",".join(names), dataset=DATASET,
+        metric="final training error (running), per model",
+        value={n: round(v["train_error"], 4) for n, v in results.items()}, paper_value=None,
+        paper_source="He et al. 2015, Figure 6: plain-56 trains worse than plain-20; ResNet-56 better than ResNet-20",
+        params=params, train_seconds=round(seconds, 2), examples_per_second=round(sum(rates) / len(rates), 1),
+        device=rt.device_name, precision=rt.precision, world_size=rt.world_size, steps=r["steps"],
+        epochs=round(r["epochs"], 3), seed=cfg.seed, preset=cfg.preset,
+        test_error={n: v["test_error"] for n, v in results.items()}, verdict=said,
+        plot=str(plot) if plot else None,
+    )
+    if rt.is_main:
+        print(f"\n{'model':<10} {'params':>9} {'train err':>10} {'test err':>9}")
+        for n, v in results.items():
+            print(f"{n:<10} {params[n]:>9,} {v['train_error']:>10.2%} {v['test_error']:>9.2%}")
+        print(f"{said}\nplot: {plot}\nrun record: {logger.dir}")
+    return card

@@ -1,0 +1,221 @@
+"""04_resnet: the paper's CIFAR and ImageNet ResNets (parameter counts, multiply-adds, shortcuts), the
+residual equation, the recipe's schedule, and the training / degradation-experiment CLI."""
+
+import importlib
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common.logging import SUMMARY_KEYS
+from tests.conftest import only_run_dir, read_metrics, read_summary, run_cli
+
+M = importlib.import_module("milestones.04_resnet.model")
+T = importlib.import_module("milestones.04_resnet.train")
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def cifar_params_by_hand(depth: int) -> int:
+    """Reference count, written from the paper's description: 3x3 convs without bias, BN (gamma, beta) after
+    each, option A shortcuts (no parameters), a 64 -> 10 fc layer with bias."""
+    n = (depth - 2) // 6
+    conv = lambda c_in, c_out: 9 * c_in * c_out + 2 * c_out  # noqa: E731
+    total = conv(3, 16)
+    for c_in, c in ((16, 16), (16, 32), (32, 64)):
+        total += conv(c_in, c) + conv(c, c) + (n - 1) * 2 * conv(c, c)
+    return total + 64 * 10 + 10
+
+
+# Table 6 of the paper gives parameter counts rounded to 2 significant digits
+@pytest.mark.parametrize("depth, exact, paper_millions", [
+    (20, 269_722, 0.27), (32, 464_154, 0.46), (44, 658_586, 0.66), (56, 853_018, 0.85), (110, 1_727_962, 1.7)])
+def test_cifar_parameter_counts_match_table_6(depth, exact, paper_millions):
+    net = M.resnet_cifar(depth)
+    assert n_params(net) == exact == cifar_params_by_hand(depth)
+    assert float(f"{exact / 1e6:.2g}") == paper_millions
+    assert n_params(M.resnet_cifar(depth, "plain")) == exact  # option A adds no parameters to the plain net
+
+
+def test_resnet_1202_has_19_4_million_parameters():
+    assert cifar_params_by_hand(1202) == 19_421_274
+    assert f"{19_421_274 / 1e6:.1f}" == "19.4"  # the model itself is built in test_cifar_depths_build
+
+
+@pytest.mark.parametrize("depth, params, gmacs", [
+    (18, 11_689_512, 1.8), (34, 21_797_672, 3.6), (50, 25_557_032, 3.8), (101, 44_549_160, 7.6),
+    (152, 60_192_808, 11.3)])
+def test_imagenet_params_and_multiply_adds_match_table_1(depth, params, gmacs):
+    net = M.resnet_imagenet(depth)
+    assert n_params(net) == params  # the same counts as torchvision's models
+    macs = M.count_multiply_adds(net, (1, 3, 224, 224))
+    assert abs(macs / 1e9 - gmacs) / gmacs < 0.025, macs  # Table 1 rounds (our 3.66 / 3.86 are its 3.6 / 3.8)
+
+
+def test_multiply_add_counter_against_a_hand_count():
+    """ResNet-20 on 32x32: every 3x3 conv's output pixels x 9 x C_in, plus the fc layer."""
+    by_hand = 32 * 32 * 16 * 27 + 6 * 32 * 32 * 16 * 144  # first conv, stage 1
+    by_hand += 16 * 16 * 32 * 144 + 5 * 16 * 16 * 32 * 288  # stage 2 (first conv reads 16 channels)
+    by_hand += 8 * 8 * 64 * 288 + 5 * 8 * 8 * 64 * 576 + 640  # stage 3, fc
+    assert M.count_multiply_adds(M.resnet_cifar(20), (1, 3, 32, 32)) == by_hand == 40_551_040
+
+
+def test_shapes_through_the_stages():
+    net = M.resnet_cifar(20).eval()
+    x = torch.randn(2, 3, 32, 32)
+    h = net.stem(x)
+    assert h.shape == (2, 16, 32, 32)
+    assert net.blocks[:3](h).shape == (2, 16, 32, 32) and net.blocks[:6](h).shape == (2, 32, 16, 16)
+    assert net.blocks(h).shape == (2, 64, 8, 8) and net(x).shape == (2, 10)
+    assert M.resnet_imagenet(18).eval()(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+
+
+def test_shortcuts_are_identities_where_the_paper_says():
+    a = M.resnet_cifar(20, "A").blocks
+    assert [type(b.shortcut).__name__ for b in a] == ["Identity"] * 3 + ["ZeroPadShortcut"] + ["Identity"] * 2 + \
+        ["ZeroPadShortcut"] + ["Identity"] * 2
+    b = M.resnet_cifar(20, "B").blocks
+    assert [isinstance(b_.shortcut, nn.Sequential) for b_ in b] == [False] * 3 + [True] + [False] * 2 + [True] + [False] * 2
+    assert all(isinstance(b_.shortcut, nn.Sequential) for b_ in M.resnet_cifar(20, "C").blocks)
+    assert all(b_.shortcut is None for b_ in M.resnet_cifar(20, "plain").blocks)
+    r50 = M.resnet_imagenet(50).blocks  # option B: projection at the first block of each stage only
+    assert [i for i, b_ in enumerate(r50) if isinstance(b_.shortcut, nn.Sequential)] == [0, 3, 7, 13]
+
+
+def test_zero_padding_shortcut_subsamples_and_appends_zero_channels():
+    x = torch.randn(2, 16, 32, 32)
+    y = M.ZeroPadShortcut(16, 32, 2)(x)
+    assert y.shape == (2, 32, 16, 16)
+    assert torch.equal(y[:, :16], x[:, :, ::2, ::2]) and torch.equal(y[:, 16:], torch.zeros(2, 16, 16, 16))
+
+
+def test_block_computes_relu_of_residual_plus_x():
+    torch.manual_seed(0)
+    block = M.BasicBlock(16, 16).eval()
+    nn.init.normal_(block.conv2[1].bias)  # nonzero beta so the residual is not trivially small
+    x = torch.randn(2, 16, 8, 8)
+    c1, bn1, c2, bn2 = block.conv1[0], block.conv1[1], block.conv2[0], block.conv2[1]
+    f = bn2(F.conv2d(F.relu(bn1(F.conv2d(x, c1.weight, padding=1))), c2.weight, padding=1))  # F(x)
+    torch.testing.assert_close(block(x), F.relu(f + x))  # y = relu(F(x) + x), eq. 1
+
+
+@pytest.mark.parametrize("block", [M.BasicBlock(32, 32), M.Bottleneck(256, 64)])
+def test_zeroed_residual_branch_is_the_identity(block):
+    last = block.conv3 if isinstance(block, M.Bottleneck) else block.conv2
+    nn.init.zeros_(last[1].weight)
+    nn.init.zeros_(last[1].bias)  # F(x) = 0
+    x = torch.rand(2, block.conv1[0].in_channels, 8, 8)  # non-negative, as after the previous block's ReLU
+    assert torch.equal(block.train()(x), x) and torch.equal(block.eval()(x), x)
+
+
+def test_zero_init_residual_makes_every_identity_block_pass_its_input():
+    net = M.resnet_cifar(20)
+    net.reset_parameters(zero_init_residual=True)
+    h = net.stem(torch.randn(4, 3, 32, 32))
+    assert torch.equal(net.blocks[:3](h), h)  # stage 1: identity shortcuts, zero branches
+    net.reset_parameters()
+    assert not torch.equal(net.blocks[:3](h), h)
+
+
+def test_he_init_and_no_conv_bias():
+    torch.manual_seed(0)
+    net = M.resnet_cifar(56)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.bias is None for c in convs) and len(convs) == 55
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert n_bn == len(convs)  # BN after every conv
+    w = net.blocks[-1].conv2[0].weight  # 64 -> 64 3x3: std sqrt(2 / n), n = 9 * 64 inputs
+    assert abs(w.std().item() - (2 / 576) ** 0.5) < 0.003
+
+
+@pytest.mark.parametrize("depth", [21, 19, 2, 0])
+def test_depth_not_6n_plus_2_is_refused(depth):
+    with pytest.raises(ValueError, match="6n\\+2"):
+        M.resnet_cifar(depth)
+
+
+def test_cifar_depths_build():
+    for depth in (8, 14, 1202):
+        assert M.cifar_blocks_per_stage(depth) == (depth - 2) // 6
+    assert n_params(M.resnet_cifar(1202)) == 19_421_274
+
+
+def test_paper_schedule_and_warm_up():
+    lam = T.lr_lambda(64000, [0.5, 0.75], 0)
+    assert [lam(s) for s in (0, 31999, 32000, 47999, 48000, 63999)] == [1, 1, 0.1, 0.1, 0.1 ** 2, 0.1 ** 2]
+    cfg = T.Config()
+    assert T.warmup_for("resnet110", cfg) == 400 and T.warmup_for("resnet56", cfg) == 0
+    warm = T.lr_lambda(64000, [0.5, 0.75], 400)
+    assert warm(399) == 0.1 and warm(400) == 1  # 0.01 = 0.1 x 0.1, then back to 0.1
+
+
+def test_overfits_one_batch_of_real_images(data_root):
+    from common import data
+    from common.data.augment import normalize
+    x, y = data.load("cifar10", data_root)["train"]
+    x, y = normalize(x[:32], T.MEAN, T.STD), y[:32]
+    torch.manual_seed(0)
+    net = M.resnet_cifar(8)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(40):
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    assert (net.eval()(x).argmax(1) == y).all()
+
+
+def test_smoke_run_writes_the_run_record(tmp_path, data_root):
+    card = T.main(["--preset", "smoke", "--out-dir", str(tmp_path)])
+    run = only_run_dir(tmp_path, "04_resnet")
+    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "summary.json", "checkpoint.pt"}
+    summary = read_summary(run)
+    assert set(SUMMARY_KEYS) <= set(summary) and summary["steps"] == 6 and summary["model"] == "resnet8"
+    assert summary["dataset"] == "CIFAR-10 (JPEG-q75 mirror)" and summary["params"] == 75_290
+    assert 0 < summary["value"] <= 1 and summary["value"] == card["value"]
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows if r["split"] == "test"] == [3, 6]
+    assert all(0 <= r["error"] <= 1 for r in rows)
+
+
+def test_resume_continues_exactly(tmp_path, data_root):
+    flags = ["--preset", "smoke", "--lr-drops", "", "--ckpt-every", "2"]
+    T.main([*flags, "--steps", "6", "--out-dir", str(tmp_path / "full")])
+    T.main([*flags, "--steps", "3", "--out-dir", str(tmp_path / "half")])
+    half = only_run_dir(tmp_path / "half", "04_resnet")
+    T.main(["--resume", str(half), "--steps", "6"])
+    full = torch.load(only_run_dir(tmp_path / "full", "04_resnet") / "checkpoint.pt", weights_only=True)
+    resumed = torch.load(half / "checkpoint.pt", weights_only=True)
+    assert resumed["step"] == full["step"] == 6
+    for k, v in full["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+
+
+def test_degradation_smoke_writes_curves_plot_and_numbers(tmp_path, data_root):
+    r = run_cli("train", "04_resnet", "--experiment", "degradation", "--preset", "smoke", "--out-dir", tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = only_run_dir(tmp_path, "04_resnet")
+    assert (run / "training_error.png").stat().st_size > 5000
+    summary = read_summary(run)
+    assert set(summary["value"]) == {"plain8", "plain14", "resnet8", "resnet14"}
+    assert summary["params"]["plain14"] == summary["params"]["resnet14"] == 172_506
+    finals = [row for row in read_metrics(run) if row["split"] == "final"]
+    assert [row["model"] for row in finals] == ["plain8", "plain14", "resnet8", "resnet14"]
+    assert "plain-14 training error" in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "resnet21"], "6n+2"),
+    (["--model", "vgg16"], "resnet<depth> or plain<depth>"),
+    (["--lr-drops", "0.5,2"], "--lr-drops takes fractions"),
+    (["--experiment", "degradation", "--models", "resnet20"], "at least two models"),
+    (["--shortcut", "D"], "invalid choice"),
+])
+def test_bad_input_is_a_clear_message_not_a_traceback(args, message, tmp_path):
+    r = run_cli("train", "04_resnet", "--preset", "smoke", "--out-dir", tmp_path, *args)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert message in r.stderr and "Traceback" not in r.stderr
