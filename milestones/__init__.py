@@ -12,9 +12,6 @@ COURSE = ["01_dnn", "02_cnn_lenet", "03_alexnet", "04_resnet", "05_lstm", "06_tr
 
 # What the course promises for milestones whose folder does not exist yet.
 PLANNED = {
-    "02_cnn_lenet": dict(year=1989, title="Convolutional networks (LeNet)",
-                         paper="LeCun et al. 1989; LeCun, Bottou, Bengio & Haffner 1998",
-                         dataset="MNIST", metric="test_error"),
     "03_alexnet": dict(year=2012, title="AlexNet", paper="Krizhevsky, Sutskever & Hinton 2012",
                        dataset="CIFAR-10 (ImageNet on a GPU)", metric="test_error"),
     "06_transformer": dict(year=2017, title="The Transformer", paper="Vaswani et al. 2017; Radford et al. 2018",

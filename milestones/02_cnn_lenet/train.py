@@ -1,0 +1,322 @@
+"""Train LeCun's convolutional networks on MNIST.
+
+    python -m milestones train 02_cnn_lenet --preset quick                       # faithful LeNet-5, CPU minutes
+    python -m milestones train 02_cnn_lenet --preset quick --distort             # + the paper's distortions
+    python -m milestones train 02_cnn_lenet --preset quick --activation relu --pool max --output softmax
+    python -m milestones train 02_cnn_lenet --experiment mlp --preset quick      # MLP, same parameter budget
+    python -m milestones train 02_cnn_lenet --experiment lenet1989 --preset quick
+    python -m milestones train 02_cnn_lenet --preset paper                       # SDLM, batch 1, 20 passes
+"""
+
+import importlib
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from common import data
+from common.checkpoint import restore, save_checkpoint
+from common.config import TrainConfig, arg, parse_config, to_dict
+from common.device import count_params, setup
+from common.errors import UserError, exit_on_user_error
+from common.logging import Throughput, progress
+from common.loop import check_finite, evaluate_classifier, open_run, save_on_interrupt
+
+from . import figures, inputs
+from .model import LeNet1989, LeNet5, is_faithful, map_loss, mse_criterion, squared_error
+from .sdlm import SDLM, gauss_newton_diagonal
+
+MILESTONE = "02_cnn_lenet"
+MLP = importlib.import_module("milestones.01_dnn.model").MLP  # reused as is: the 01 milestone's network
+
+# The 1998 paper's global learning rate eta per pass (Appendix C), as multiples of the first value 0.0005.
+PAPER_ETA = [0.0005] * 2 + [0.0002] * 3 + [0.0001] * 3 + [0.00005] * 4 + [0.00001] * 8
+
+
+@dataclass
+class Config(TrainConfig):
+    experiment: str = arg("lenet5", "lenet5 (1998), lenet1989 (the zip-code net, 16x16 input), mlp (01_dnn's MLP "
+                          "at LeNet-5's parameter budget: what weight sharing buys)",
+                          choices=("lenet5", "lenet1989", "mlp"))
+    activation: str = arg("scaled_tanh", "lenet5: 1.7159 tanh(2a/3) (the paper) or relu", choices=("scaled_tanh", "relu"))
+    pool: str = arg("subsample", "lenet5: subsample (trainable coefficient + bias, the paper) or max",
+                    choices=("subsample", "max"))
+    c3: str = arg("table", "lenet5: C3 connections, table (the paper's Table I) or full", choices=("table", "full"))
+    output: str = arg("rbf", "lenet5: rbf (Euclidean RBF units with fixed +-1 codes, the paper) or softmax",
+                      choices=("rbf", "softmax"))
+    criterion: str = arg("map", "rbf output: map (eq. 9, the paper's) or mse (eq. 8)", choices=("map", "mse"))
+    rbf_j: float = arg(10.0, "the constant j of eq. 9: the rubbish class's fixed penalty")
+    distort: bool = arg(False, "the paper's random affine distortions of every training digit, on the device")
+    optimizer: str = arg("sgd", "sgd (momentum) or sdlm (the paper's stochastic diagonal Levenberg-Marquardt)",
+                         choices=("sgd", "sdlm"))
+    momentum: float = arg(0.9, "sgd momentum")
+    weight_decay: float = arg(0.0, "sgd L2 penalty")
+    schedule: str = arg("cosine", "learning rate over the run: paper (the 1998 per-pass eta table, scaled to "
+                        "--lr), cosine, constant", choices=("paper", "cosine", "constant"))
+    mu: float = arg(0.02, "sdlm: mu of eps_k = eta / (mu + h_kk)")
+    hessian_samples: int = arg(500, "sdlm: patterns the curvature is estimated on before every pass")
+    mlp_hidden: str = arg("75", "mlp: hidden sizes (784-75-10 has 59,635 parameters, LeNet-5 60,000)")
+    eval_every: int = arg(0, "evaluate on the test set every N steps (0 = once an epoch)")
+    log_every: int = arg(50, "log the training loss every N steps")
+    ckpt_every: int = arg(1000, "save checkpoint.pt every N steps (and at the end)")
+    threads: int = arg(0, "CPU threads for torch's ops (0 = torch's default). Small nets on a shared CPU run far "
+                       "faster with 1: OpenMP threads that wait for a busy core stall every op")
+
+
+PRESETS = {
+    # The 1998 recipe: 20 passes, one pattern per update, SDLM with mu = 0.02 and the paper's eta table over the
+    # passes, but eta at 1/10 of the paper's (5e-5 down to 1e-6): with our curvature estimates the paper's own
+    # 0.0005 saturates the network within a few patterns (NOTES.md, Findings).
+    "lenet5/paper": dict(epochs=20, batch_size=1, optimizer="sdlm", lr=0.00005, schedule="paper",
+                         log_every=1000, ckpt_every=10000, eval_every=0),
+    # One GPU: the faithful model, minibatches and momentum SGD instead of SDLM; distortions on.
+    "lenet5/default": dict(epochs=30, batch_size=64, lr=0.003, momentum=0.9, distort=True),
+    # CPU minutes: the faithful model, no distortions.
+    "lenet5/quick": dict(epochs=12, batch_size=32, lr=0.002, momentum=0.9, threads=1),
+    "lenet5/smoke": dict(epochs=1, steps=20, batch_size=32, lr=0.002, eval_every=10, log_every=5, ckpt_every=10),
+    # 1989: 23 passes, one pattern per update, a diagonal Newton method (the paper gives no step sizes).
+    "lenet1989/paper": dict(epochs=23, batch_size=1, optimizer="sdlm", lr=0.00005, schedule="constant",
+                            log_every=1000, ckpt_every=10000),
+    "lenet1989/default": dict(epochs=30, batch_size=32, lr=0.01, momentum=0.9),
+    "lenet1989/quick": dict(epochs=10, batch_size=32, lr=0.01, momentum=0.9, threads=1),
+    "lenet1989/smoke": dict(epochs=1, steps=20, batch_size=32, lr=0.01, eval_every=10, log_every=5, ckpt_every=10),
+    "mlp/paper": dict(epochs=30, batch_size=32, lr=0.05, momentum=0.9),
+    "mlp/default": dict(epochs=30, batch_size=32, lr=0.05, momentum=0.9),
+    "mlp/quick": dict(epochs=10, batch_size=32, lr=0.05, momentum=0.9, threads=1),
+    "mlp/smoke": dict(epochs=1, steps=20, batch_size=32, lr=0.05, eval_every=10, log_every=5, ckpt_every=10),
+}
+
+
+def check(cfg: Config) -> None:
+    if cfg.experiment != "lenet5":
+        changed = [f"--{k}" for k, default in (("activation", "scaled_tanh"), ("pool", "subsample"), ("c3", "table"),
+                                                ("output", "rbf")) if getattr(cfg, k) != default]
+        if changed:
+            raise UserError(f"{', '.join(changed)} only apply to --experiment lenet5, not {cfg.experiment}")
+    if cfg.optimizer == "sdlm" and (cfg.experiment == "mlp" or (cfg.experiment == "lenet5" and cfg.output != "rbf")):
+        raise UserError("--optimizer sdlm needs a squared-error output: the RBF LeNet-5 or lenet1989")
+    if cfg.rbf_j < 0:
+        raise UserError(f"--rbf-j must be >= 0, got {cfg.rbf_j}")
+    if not cfg.mu > 0 or cfg.hessian_samples < 1:
+        raise UserError("--mu must be positive and --hessian-samples at least 1")
+    if min(cfg.eval_every, cfg.log_every - 1, cfg.ckpt_every - 1) < 0:
+        raise UserError("--eval-every must be >= 0, --log-every and --ckpt-every >= 1")
+
+
+def parse_hidden(text: str) -> list[int]:
+    try:
+        sizes = [int(h) for h in text.split(",") if h.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"--mlp-hidden takes positive layer sizes separated by commas, got {text!r}")
+    return sizes
+
+
+def build(cfg: Config):
+    """(model, its run name, the training criterion)."""
+    if cfg.experiment == "lenet1989":
+        return LeNet1989(), "lenet1989", squared_error
+    if cfg.experiment == "mlp":
+        sizes = [784, *parse_hidden(cfg.mlp_hidden), 10]
+        return MLP(sizes, "relu"), "mlp-" + "-".join(map(str, sizes)), F.cross_entropy
+    model = LeNet5(cfg.activation, cfg.pool, cfg.c3, cfg.output)
+    name = "lenet5" + "".join(f"-{v}" for v, d in ((cfg.activation, "scaled_tanh"), (cfg.pool, "subsample"),
+                                                    (cfg.c3 + "-c3", "table-c3"), (cfg.output, "rbf")) if v != d)
+    if cfg.output == "softmax":
+        return model, name, F.cross_entropy
+    if cfg.criterion == "mse":
+        return model, name + "-eq8", mse_criterion
+    return model, name, lambda scores, y: map_loss(scores, y, cfg.rbf_j)
+
+
+def mnist_for(experiment: str, data_dir):
+    """uint8 train and test tensors in the model's input size: 32x32 (lenet5), 16x16 (lenet1989), 28x28 (mlp)."""
+    splits = data.load("mnist", data_dir)
+    fit = {"lenet5": inputs.pad_to_32, "lenet1989": inputs.shrink_to_16, "mlp": lambda x: x}[experiment]
+    return [(fit(x), y) for x, y in (splits["train"], splits["test"])]
+
+
+def paper_value(cfg: Config, model) -> tuple:
+    if not is_faithful(model) or cfg.criterion != "map":
+        return None, None
+    if cfg.experiment == "lenet1989":
+        return 0.05, "LeCun et al. 1989: 5.0% test error on 2,007 zip-code digits (not MNIST)"
+    if cfg.distort:
+        return 0.008, "LeCun et al. 1998, Fig. 9: LeNet-5 with distortions, 0.8%"
+    return 0.0095, "LeCun et al. 1998, Fig. 9: LeNet-5, 0.95%"
+
+
+def lr_factor(kind: str, total: int, steps_per_epoch: int):
+    if kind == "paper":
+        return lambda s: PAPER_ETA[min(s // steps_per_epoch, len(PAPER_ETA) - 1)] / PAPER_ETA[0]
+    if kind == "cosine":
+        return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    return lambda s: 1.0
+
+
+def train(cfg: Config, rt, argv) -> dict:
+    check(cfg)
+    (x_train, y_train), (x_test, y_test) = mnist_for(cfg.experiment, cfg.data_dir)
+    train_set = data.TensorLoader(x_train, y_train, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                  device=rt.device, seed=cfg.seed, rank=rt.rank, world_size=rt.world_size)
+    test_set = data.TensorLoader(x_test, y_test, batch_size=1000, device=rt.device, rank=rt.rank,
+                                 world_size=rt.world_size)
+    scale = {"lenet5": inputs.scale_1998, "lenet1989": inputs.scale_1989, "mlp": lambda x: x}[cfg.experiment]
+    channels_last = rt.device.type == "cuda" and cfg.experiment != "mlp"
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def prepare(x, train=False):  # uint8 (B, 1, H, W) -> the paper's input scaling, float, on the device
+        x = x.to(rt.device, non_blocking=True).float().div_(255)
+        if train and cfg.distort:
+            x = inputs.distort(x)
+        return scale(x).contiguous(memory_format=fmt)
+
+    model, name, criterion = build(cfg)
+    model = model.to(rt.device, memory_format=fmt)
+    steps_per_epoch = len(train_set)
+    total = cfg.steps or cfg.epochs * steps_per_epoch
+    if cfg.optimizer == "sdlm":
+        opt = SDLM(model.parameters(), lr=cfg.lr, mu=cfg.mu)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg.schedule, total, steps_per_epoch))
+    scaler = rt.grad_scaler()
+    logger, state = open_run(cfg, MILESTONE, name + ("-distort" if cfg.distort else ""), rt, argv)
+    step = 0
+    if state is not None:
+        restore(state, model, opt, sched, scaler)
+        step = state["step"]
+    net = rt.wrap(model, compile=cfg.compile)
+    if rt.is_main:
+        print(f"{name}: {count_params(model):,} trainable parameters; {total:,} steps of {cfg.batch_size} "
+              f"({total / steps_per_epoch:.2f} epochs) on {rt.device_name}, {rt.precision}")
+
+    def save(**extra):
+        if rt.is_main:
+            save_checkpoint(logger.checkpoint_path, model, opt, sched, scaler, step=step, config=to_dict(cfg),
+                            **extra)
+        return logger.checkpoint_path
+
+    def curvature():  # SDLM: h_kk on the first `hessian_samples` patterns of this pass's order
+        idx = train_set.indices(step // steps_per_epoch)[:cfg.hessian_samples]
+        x = prepare(train_set.tensors[0][idx.to(train_set.tensors[0].device)], train=True)
+        outputs, c = (model.features, 2.0) if cfg.experiment == "lenet5" else (model, 1.0)
+        params = [p for g in opt.param_groups for p in g["params"]]
+        opt.set_curvature(gauss_newton_diagonal(outputs, params, x, c))
+
+    eval_every = cfg.eval_every or steps_per_epoch
+    meter, t_start = Throughput(), time.time()
+    train_seconds = state.get("train_seconds", 0.0) if state else 0.0
+    test_err = state.get("test_error") if state else None
+    bar = progress(total=total, initial=step, desc=f"{MILESTONE} {name}", rt=rt, unit="step")
+    with save_on_interrupt(save, rt):
+        while step < total:
+            epoch, start = divmod(step, steps_per_epoch)
+            if cfg.optimizer == "sdlm" and start == 0:  # mid-pass, a resumed run has h in the optimizer state
+                curvature()
+            for x, y in train_set.batches(epoch, start):
+                meter.start()
+                with rt.autocast():
+                    scores = net(prepare(x, train=True))
+                loss = criterion(scores, y.to(rt.device, non_blocking=True))
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                step += 1
+                meter.stop(cfg.batch_size)
+                if step % cfg.log_every == 0 or step == total:
+                    value = check_finite(loss, step)
+                    bar.set_postfix(loss=f"{value:.4f}", ex_s=f"{meter.rate:,.0f}")
+                    logger.log(step, "train", epoch=step / steps_per_epoch, loss=value, lr=sched.get_last_lr()[0],
+                               examples_per_second=meter.rate)
+                bar.update(1)
+                if step % eval_every == 0 or step == total:
+                    _, test_err = evaluate_classifier(net, test_set, rt, prepare)
+                    logger.log(step, "test", epoch=step / steps_per_epoch, error=test_err)
+                    if rt.is_main:
+                        bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): test error {test_err:.2%}")
+                if step % cfg.ckpt_every == 0 or step == total:
+                    save()
+                if step == total:
+                    break
+    bar.close()
+    train_seconds += time.time() - t_start
+    save(train_seconds=train_seconds, test_error=test_err)
+    wrong = write_figures(cfg, model, test_set, prepare, logger.dir) if rt.is_main else None
+    paper, source = paper_value(cfg, model)
+    card = logger.summary(
+        milestone=MILESTONE, model=name + ("-distort" if cfg.distort else ""), dataset=dataset_name(cfg),
+        metric="test_error", value=test_err, paper_value=paper, paper_source=source, params=count_params(model),
+        train_seconds=round(train_seconds, 2), examples_per_second=round(meter.rate * rt.world_size, 1),
+        device=rt.device_name, precision=rt.precision, world_size=rt.world_size, steps=step,
+        epochs=round(step / steps_per_epoch, 3), seed=cfg.seed, preset=cfg.preset, experiment=cfg.experiment,
+        options=dict(activation=cfg.activation, pool=cfg.pool, c3=cfg.c3, output=cfg.output, distort=cfg.distort,
+                     optimizer=cfg.optimizer, criterion=cfg.criterion if cfg.output == "rbf" else None),
+        test_errors_count=wrong,
+    )
+    if rt.is_main:
+        print(f"{card['model']}: test error {test_err:.2%}" + (f" (paper: {paper:.2%})" if paper else "") +
+              f"; {count_params(model):,} parameters; {train_seconds:.0f} s, {meter.rate * rt.world_size:,.0f} "
+              f"examples/s; run record: {logger.dir}")
+    return card
+
+
+def dataset_name(cfg: Config) -> str:
+    return {"lenet5": "mnist (padded to 32x32)", "lenet1989": "mnist (shrunk to 16x16)", "mlp": "mnist"}[cfg.experiment]
+
+
+@torch.no_grad()
+def write_figures(cfg: Config, model, test_set, prepare, run_dir) -> int:
+    """kernels.png, feature_maps.png, mistakes.png (+ .txt) and, for the RBF, rbf_codes.png. Returns the number of
+    misclassified test digits (on this rank's share of the test set)."""
+    model.eval()
+    wrong_x, wrong_y, wrong_p = [], [], []
+    for x, y in test_set:
+        pred = model(prepare(x)).argmax(1).cpu()
+        miss = pred != y.cpu()
+        wrong_x.append(x.cpu()[miss])
+        wrong_y.append(y.cpu()[miss])
+        wrong_p.append(pred[miss])
+    wrong_x = torch.cat(wrong_x).float() / 255
+    figures.save_mistakes(wrong_x, torch.cat(wrong_y), torch.cat(wrong_p), run_dir / "mistakes.png")
+    if cfg.experiment == "mlp":  # the first layer's weights, seen as 28x28 images (the first 16 units)
+        figures.save_kernels(model.layers[0].weight[:16].view(-1, 1, 28, 28), run_dir / "kernels.png")
+    else:
+        first = model.c1 if cfg.experiment == "lenet5" else model.h1
+        weight = first.weight if cfg.experiment == "lenet5" else first.kernel()
+        figures.save_kernels(weight, run_dir / "kernels.png")
+        x = prepare(test_set.tensors[0][:1])
+        maps = first(x)[0] if cfg.experiment == "lenet5" else first(x)[0] + model.h1_bias
+        figures.save_feature_maps(x[0], maps, run_dir / "feature_maps.png")
+    if cfg.experiment == "lenet5" and cfg.output == "rbf":
+        figures.save_codes(model.codes, run_dir / "rbf_codes.png")
+    model.train()
+    return len(wrong_x)
+
+
+def run(cfg: Config, argv=None) -> dict:
+    if cfg.threads < 0:
+        raise UserError(f"--threads must be >= 0, got {cfg.threads}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rt = setup(cfg.device, cfg.precision, cfg.seed)
+    try:
+        return train(cfg, rt, argv)
+    finally:
+        rt.close()
+
+
+def main(argv=None, prog="python -m milestones train 02_cnn_lenet"):
+    def go():
+        cfg = parse_config(Config, argv, PRESETS, prog=prog, description=__doc__.split("\n")[1])
+        return run(cfg, argv)
+    return exit_on_user_error(go)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""02_cnn_lenet: the 1989 zip-code net and LeNet-5 — parameter counts, Table I, the RBF output and its loss,
+the training loop on real MNIST, and the run-record/CLI contract."""
+
+import importlib
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.conftest import only_run_dir, read_metrics, read_summary, run_cli
+
+lenet = importlib.import_module("milestones.02_cnn_lenet.model")
+train = importlib.import_module("milestones.02_cnn_lenet.train")
+inputs = importlib.import_module("milestones.02_cnn_lenet.inputs")
+sdlm = importlib.import_module("milestones.02_cnn_lenet.sdlm")
+from common.device import count_params  # noqa: E402
+
+# Table I of LeCun et al. 1998, transcribed by hand: row = S2 map, column = C3 map, X = connected.
+TABLE_I = [
+    "X...XXX..XXXX.XX",
+    "XX...XXX..XXXX.X",
+    "XXX...XXX..X.XXX",
+    ".XXX..XXXX..X.XX",
+    "..XXX..XXXX.XX.X",
+    "...XXX..XXXX.XXX",
+]
+
+
+def test_c3_connection_table_is_the_papers_table_1():
+    expected = torch.tensor([[c == "X" for c in row] for row in TABLE_I])
+    assert torch.equal(lenet.c3_table(), expected)
+    assert int(expected.sum()) == 60  # 6*3 + 6*4 + 3*4 + 6 connected kernels
+
+
+def test_faithful_parameter_counts_are_the_papers():
+    assert count_params(lenet.LeNet1989()) == 9760
+    assert count_params(lenet.LeNet5()) == 60000
+    per_layer = dict(lenet.describe(lenet.LeNet5()))
+    assert per_layer == {"c1": 156, "c3": 1516, "c5": 48120, "f6": 10164, "s2": 12, "s4": 32}
+    assert dict(lenet.describe(lenet.LeNet1989())) == {"h1": 300, "h2": 2400, "h3": 5790, "out": 310,
+                                                       "h1_bias": 768, "h2_bias": 192}
+    assert sum(lenet.count_connections_lenet5().values()) == 340908  # the paper's connection count
+    # options change the budget by exactly the layers they replace
+    assert count_params(lenet.LeNet5(c3="full")) == 60000 + 900
+    assert count_params(lenet.LeNet5(pool="max")) == 60000 - 44
+    assert count_params(lenet.LeNet5(output="softmax")) == 60000 + 850
+
+
+def test_h2_sees_8_of_12_maps_and_each_h1_map_feeds_8():
+    t = lenet.h2_table()
+    assert t.sum(0).tolist() == [8] * 12 and t.sum(1).tolist() == [8] * 12
+    assert len({tuple(col.tolist()) for col in t.t()}) == 12
+
+
+@pytest.mark.parametrize("kw", [{}, dict(activation="relu"), dict(pool="max"), dict(c3="full"),
+                                dict(output="softmax"), dict(activation="relu", pool="max", output="softmax")])
+def test_lenet5_shapes(kw):
+    model = lenet.LeNet5(**kw)
+    x = torch.randn(3, 1, 32, 32)
+    assert model.features(x).shape == (3, 84)
+    assert model(x).shape == (3, 10)
+
+
+def test_lenet1989_shapes_and_unit_biases():
+    model = lenet.LeNet1989()
+    x = torch.randn(2, 1, 16, 16)
+    assert model.h1(x).shape == (2, 12, 8, 8)
+    assert model(x).shape == (2, 10) and model(x).abs().max() <= lenet.A
+
+
+def test_sparse_conv_is_the_sum_over_connected_maps_only():
+    torch.manual_seed(0)
+    conv = lenet.SparseConv2d(lenet.c3_table(), 5)
+    x = torch.randn(2, 6, 14, 14)
+    kernel = conv.kernel()
+    assert torch.equal(kernel.abs().sum((2, 3)) > 0, lenet.c3_table().t())  # zero exactly where unconnected
+    by_hand = torch.zeros(2, 16, 10, 10)
+    for j in range(16):
+        for i in range(6):
+            if lenet.c3_table()[i, j]:
+                by_hand[:, j] += F.conv2d(x[:, i:i + 1], kernel[j:j + 1, i:i + 1])[:, 0]
+        by_hand[:, j] += conv.bias[j]
+    torch.testing.assert_close(conv(x), by_hand, rtol=1e-5, atol=1e-5)
+
+
+def test_subsampling_is_coefficient_times_2x2_sum_plus_bias():
+    s = lenet.Subsampling(1)
+    with torch.no_grad():
+        s.coef.fill_(0.5)
+        s.bias.fill_(-1.0)
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    expected = torch.tensor([[0 + 1 + 4 + 5, 2 + 3 + 6 + 7], [8 + 9 + 12 + 13, 10 + 11 + 14 + 15]]) * 0.5 - 1
+    torch.testing.assert_close(s(x)[0, 0], expected)
+
+
+def test_scaled_tanh_maps_plus_minus_one_to_itself():
+    torch.testing.assert_close(lenet.scaled_tanh(torch.tensor([1.0, -1.0, 0.0])), torch.tensor([1.0, -1.0, 0.0]),
+                               atol=2e-4, rtol=0)
+
+
+def test_rbf_codes_are_fixed_plus_minus_one_bitmaps():
+    codes = lenet.rbf_codes()
+    assert codes.shape == (10, 84) and set(codes.unique().tolist()) == {-1.0, 1.0}
+    assert "codes" in dict(lenet.LeNet5().named_buffers()) and count_params(lenet.LeNet5()) == 60000
+    assert (torch.cdist(codes, codes, p=0) + 99 * torch.eye(10)).min() >= 8  # every pair differs in 8+ pixels
+
+
+def test_rbf_penalty_and_map_loss_on_a_hand_computed_example():
+    codes = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]])
+    h = torch.tensor([[0.5, -1.0]])
+    y = lenet.rbf_penalties(h, codes)  # (0.5-1)^2 + 0, (1.5)^2 + (2)^2, (0.5)^2 + (2)^2
+    torch.testing.assert_close(y, torch.tensor([[0.25, 6.25, 4.25]]))
+    j = 1.0
+    loss = lenet.map_loss(-y, torch.tensor([0]), j)
+    expected = 0.25 + torch.log(torch.exp(torch.tensor(-j)) + torch.exp(-y).sum())
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(lenet.mse_criterion(-y, torch.tensor([2])), torch.tensor(4.25))
+
+
+def test_inputs_are_the_papers_sizes_and_scales():
+    x = torch.zeros(5, 1, 28, 28, dtype=torch.uint8)
+    x[:, :, 10:18, 10:18] = 255
+    assert inputs.pad_to_32(x).shape == (5, 1, 32, 32)
+    small = inputs.shrink_to_16(x)
+    assert small.shape == (5, 1, 16, 16) and small.dtype == torch.uint8 and small.max() == 255
+    torch.testing.assert_close(inputs.scale_1998(torch.tensor([0.0, 1.0])), torch.tensor([-0.1, 1.175]))
+    torch.testing.assert_close(inputs.scale_1989(torch.tensor([0.0, 1.0])), torch.tensor([-1.0, 1.0]))
+
+
+def test_distortions_are_random_affine_maps_and_vanish_at_zero_range():
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 32, 32)
+    same = inputs.distort(x, shift=0, scale=0, squeeze=0, shear=0)
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)
+    moved = inputs.distort(x)
+    assert moved.shape == x.shape and (moved - x).abs().mean() > 0.05
+    one = torch.zeros(1, 1, 32, 32)
+    one[..., 16, 16] = 1
+    shifted = inputs.distort(one, shift=2, scale=0, squeeze=0, shear=0)
+    assert torch.isclose(shifted.sum(), torch.tensor(1.0), atol=1e-4)  # a pure shift keeps the ink
+
+
+def test_gauss_newton_diagonal_is_exact_for_one_output():
+    lin = torch.nn.Linear(3, 1, bias=False)
+    x = torch.randn(50, 3)
+    (h,) = sdlm.gauss_newton_diagonal(lin, [lin.weight], x, c=2.0)
+    torch.testing.assert_close(h, 2 * x.pow(2).mean(0, keepdim=True))  # dz/dw = x
+
+
+def test_sdlm_step_is_eta_over_mu_plus_h():
+    w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+    opt = sdlm.SDLM([w], lr=0.1, mu=0.5)
+    opt.set_curvature([torch.tensor([0.5, 1.5])])
+    w.grad = torch.tensor([2.0, 2.0])
+    opt.step()
+    torch.testing.assert_close(w.detach(), torch.tensor([1 - 0.1 * 2 / 1.0, 1 - 0.1 * 2 / 2.0]))
+
+
+def test_lenet5_overfits_one_batch_of_real_digits(data_root):
+    from common import data
+    x, y = data.load("mnist", data_root)["train"]
+    x = inputs.scale_1998(inputs.pad_to_32(x[:64]).float() / 255)
+    y = y[:64]
+    torch.manual_seed(0)
+    model = lenet.LeNet5()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(90):
+        loss = lenet.map_loss(model(x), y, 10.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1  # eq. 9 near its floor: F6 sits on the right code
+    assert (model(x).argmax(1) == y).all()
+
+
+def _smoke(tmp_path, *flags):
+    return train.main(["--preset", "smoke", "--out-dir", str(tmp_path), *flags])
+
+
+def test_smoke_run_writes_the_full_run_record_and_figures(tmp_path, data_root):
+    card = _smoke(tmp_path)
+    run = only_run_dir(tmp_path, "02_cnn_lenet")
+    files = {p.name for p in run.iterdir()}
+    assert {"config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", "kernels.png", "feature_maps.png",
+            "mistakes.png", "mistakes.txt", "rbf_codes.png"} <= files
+    from common.logging import SUMMARY_KEYS
+    summary = read_summary(run)
+    assert set(SUMMARY_KEYS) <= set(summary) and summary == json.loads(json.dumps(card))
+    assert summary["params"] == 60000 and summary["steps"] == 20 and summary["paper_value"] == 0.0095
+    assert 0.0 < summary["value"] < 0.9  # 20 steps already beat chance
+    assert summary["test_errors_count"] == round(summary["value"] * 10000)
+    assert {"train", "test"} == {r["split"] for r in read_metrics(run)}
+    assert (run / "kernels.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("flags, params", [(["--experiment", "lenet1989"], 9760), (["--experiment", "mlp"], 59635)])
+def test_other_models_smoke(tmp_path, data_root, flags, params):
+    card = _smoke(tmp_path, *flags, "--steps", "8")
+    assert card["params"] == params and card["value"] < 0.95
+
+
+def test_sdlm_paper_recipe_with_distortions_and_bf16_runs(tmp_path, data_root):
+    card = _smoke(tmp_path, "--optimizer", "sdlm", "--schedule", "paper", "--lr", "0.0005", "--batch-size", "1",
+                  "--hessian-samples", "20", "--distort", "--precision", "bf16", "--steps", "30")
+    assert card["precision"] == "bf16" and card["options"]["optimizer"] == "sdlm" and card["model"].endswith("-distort")
+    state = torch.load(only_run_dir(tmp_path, "02_cnn_lenet") / "checkpoint.pt", weights_only=True)
+    assert all("h" in s for s in state["optimizer"]["state"].values())  # curvature is saved for resuming
+
+
+def test_resume_continues_exactly(tmp_path, data_root):
+    flags = ["--schedule", "constant", "--ckpt-every", "5", "--eval-every", "100"]
+    _smoke(tmp_path / "full", "--steps", "12", *flags)
+    _smoke(tmp_path / "half", "--steps", "6", *flags)
+    half = only_run_dir(tmp_path / "half", "02_cnn_lenet")
+    train.main(["--resume", str(half), "--steps", "12"])
+    full = torch.load(only_run_dir(tmp_path / "full", "02_cnn_lenet") / "checkpoint.pt", weights_only=True)
+    resumed = torch.load(half / "checkpoint.pt", weights_only=True)
+    assert resumed["step"] == full["step"] == 12
+    for k, v in full["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pool", "avg"], "invalid choice"),
+    (["--experiment", "mlp", "--pool", "max"], "--pool only apply to --experiment lenet5"),
+    (["--optimizer", "sdlm", "--output", "softmax"], "--optimizer sdlm needs a squared-error output"),
+    (["--experiment", "mlp", "--mlp-hidden", "ten"], "--mlp-hidden takes positive layer sizes"),
+    (["--threads", "-1"], "--threads must be >= 0"),
+])
+def test_bad_input_is_a_clear_message_not_a_traceback(args, message, tmp_path):
+    r = run_cli("train", "02_cnn_lenet", "--preset", "smoke", *args, "--out-dir", tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
