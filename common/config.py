@@ -135,5 +135,14 @@ def check_common(cfg) -> None:
         raise UserError(f"--lr must be positive, got {cfg.lr}")
 
 
+def train_command(cls, presets: dict, run, argv=None, prog: str = "train", doc: str = ""):
+    """The whole of a train script's main(): parse the flags (presets applied), call run(cfg, argv),
+    and turn user mistakes into one-line errors with exit status 2."""
+    from .errors import exit_on_user_error
+
+    description = (doc or "").strip().split("\n")[0]
+    return exit_on_user_error(lambda: run(parse_config(cls, argv, presets, prog=prog, description=description), argv))
+
+
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)

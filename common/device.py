@@ -109,9 +109,17 @@ class Runtime:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def setup(device: str = "auto", precision: str = "fp32", seed: int = 0) -> Runtime:
-    """Pick the device, check the precision, seed, and join torchrun's process group if launched by it."""
+    """Pick the device, check the precision, seed, and join torchrun's process group if launched by it.
+
+    Use as `with setup(...) as rt:` so the process group is left however the run ends."""
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))

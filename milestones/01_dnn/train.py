@@ -16,9 +16,9 @@ import torch
 
 from common import data
 from common.checkpoint import restore, save_checkpoint
-from common.config import TrainConfig, arg, parse_config, to_dict
+from common.config import TrainConfig, arg, to_dict, train_command
 from common.device import count_params, setup
-from common.errors import UserError, exit_on_user_error
+from common.errors import UserError
 from common.logging import Throughput, progress
 from common.loop import check_finite, evaluate_classifier, open_run, save_on_interrupt
 
@@ -270,23 +270,16 @@ def _schedule(kind: str, total: int):
     return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
 
 
-def run(cfg: Config, argv=None) -> dict:
-    rt = setup(cfg.device, cfg.precision, cfg.seed)
-    try:
-        if cfg.experiment == "mnist":
-            return run_mnist(cfg, rt, argv)
-        if cfg.experiment == "mnist_1986_vs_modern":
-            return run_eras(cfg, rt, argv)
-        return run_patterns(cfg, rt, argv)
-    finally:
-        rt.close()
+EXPERIMENTS = {"symmetry": run_patterns, "xor": run_patterns, "mnist": run_mnist, "mnist_1986_vs_modern": run_eras}
+
+
+def run(cfg: Config, argv=None):
+    with setup(cfg.device, cfg.precision, cfg.seed) as rt:
+        return EXPERIMENTS[cfg.experiment](cfg, rt, argv)
 
 
 def main(argv=None, prog="python -m milestones train 01_dnn"):
-    def go():
-        cfg = parse_config(Config, argv, PRESETS, prog=prog, description=__doc__.split("\n")[1])
-        return run(cfg, argv)
-    return exit_on_user_error(go)
+    return train_command(Config, PRESETS, run, argv, prog, __doc__)
 
 
 if __name__ == "__main__":
