@@ -201,11 +201,14 @@ def test_degradation_smoke_writes_curves_plot_and_numbers(tmp_path, data_root):
     run = only_run_dir(tmp_path, "04_resnet")
     assert (run / "training_error.png").stat().st_size > 5000
     summary = read_summary(run)
-    assert set(summary["value"]) == {"plain8", "plain14", "resnet8", "resnet14"}
-    assert summary["params"]["plain14"] == summary["params"]["resnet14"] == 172_506
+    errors = summary["train_error"]
+    assert set(errors) == {"plain8", "plain14", "resnet8", "resnet14"}
+    assert summary["value"] == pytest.approx(errors["plain14"] - errors["plain8"], abs=1e-4)
+    assert summary["residual_gap"] == pytest.approx(errors["resnet14"] - errors["resnet8"], abs=1e-4)
+    assert summary["params_per_model"]["plain14"] == summary["params_per_model"]["resnet14"] == 172_506
     finals = [row for row in read_metrics(run) if row["split"] == "final"]
     assert [row["model"] for row in finals] == ["plain8", "plain14", "resnet8", "resnet14"]
-    assert "plain-14 training error" in r.stdout
+    assert "plain14 training error" in r.stdout
 
 
 @pytest.mark.parametrize("args, message", [

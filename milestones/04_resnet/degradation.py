@@ -5,7 +5,7 @@ training set itself, while residual nets of the same depth do not.
 
 Trains each model of --models with the same recipe, one after the other, into one run directory:
     metrics.jsonl          training error (running, over the augmented minibatches) and test error, per model
-    training_error.png     the curves, plain dashed, residual solid (the paper's Figure 6, both panels in one)
+    training_error.png     the training-error curves of all models in one plot (the paper's Figure 6, both panels)
     summary.json           final training and test error of every model, and the verdict
     checkpoint-<model>.pt  each trained net
 """
@@ -24,17 +24,25 @@ def tail_mean(curve, fraction: float = 0.2) -> float:
     return sum(e for _, e in curve[-k:]) / k
 
 
-def verdict(results: dict) -> str:
-    """What the numbers show, in the paper's terms (for the depths 20 and 56, or whichever pair was trained)."""
-    lines = []
+def depth_gaps(results: dict) -> dict:
+    """{"plain": (shallow, deep, train error deep - shallow), "resnet": ...} for the shallowest and deepest
+    net of each kind trained. A positive plain gap is the degradation problem."""
+    gaps = {}
     for kind in ("plain", "resnet"):
         nets = sorted((int(m[len(kind):]), m) for m in results if m.startswith(kind))
-        if len(nets) < 2:
-            continue
-        (d0, shallow), (d1, deep) = nets[0], nets[-1]
+        if len(nets) >= 2:
+            shallow, deep = nets[0][1], nets[-1][1]
+            gaps[kind] = (shallow, deep, results[deep]["train_error"] - results[shallow]["train_error"])
+    return gaps
+
+
+def verdict(results: dict) -> str:
+    """What the numbers show, in the paper's terms."""
+    lines = []
+    for kind, (shallow, deep, gap) in depth_gaps(results).items():
         e0, e1 = results[shallow]["train_error"], results[deep]["train_error"]
-        worse = "higher" if e1 > e0 else "lower or equal"
-        lines.append(f"{kind}-{d1} training error {e1:.1%} is {worse} than {kind}-{d0}'s {e0:.1%}")
+        lines.append(f"{deep} training error {e1:.1%} is {'higher' if gap > 0 else 'not higher'} than "
+                     f"{shallow}'s {e0:.1%}")
     return "; ".join(lines)
 
 
@@ -50,13 +58,13 @@ def run_degradation(cfg, rt, argv) -> dict:
     parse_drops(cfg.lr_drops)
     train, test = load_data(cfg, rt)
     logger, _ = open_run(cfg, MILESTONE, "degradation", rt, argv)
-    results, params, seconds, rates = {}, {}, 0.0, []
+    results, params, seconds, rates = {}, {}, 0.0, {}
     for name in names:
         r = fit(cfg, rt, name, train, test, logger, ckpt_path=logger.dir / f"checkpoint-{name}.pt")
         results[name] = dict(train_error=tail_mean(r["curve"]), test_error=r["test_error"], curve=r["curve"])
         params[name] = count_params(r["model"])
         seconds += r["train_seconds"]
-        rates.append(r["examples_per_second"])
+        rates[name] = round(r["examples_per_second"], 1)
         logger.log(r["steps"], "final", epoch=round(r["epochs"], 4), model=name, train_error=results[name]["train_error"],
                    test_error=r["test_error"])
     series = {name: ([s for s, _ in v["curve"]], [100 * e for _, e in v["curve"]]) for name, v in results.items()}
@@ -65,16 +73,20 @@ def run_degradation(cfg, rt, argv) -> dict:
         plot = line_plot(series, logger.dir / "training_error.png", xlabel="iteration", ylabel="training error (%)",
                          title=f"{DATASET}: plain vs residual ({cfg.steps or cfg.epochs} "
                                f"{'steps' if cfg.steps else 'epochs'}, batch {cfg.batch_size})")
-    said = verdict(results)
+    said, gaps = verdict(results), depth_gaps(results)
+    plain_gap = gaps.get("plain", (None, None, None))[2]
     card = logger.summary(
         milestone=MILESTONE, model="degradation:" + ",".join(names), dataset=DATASET,
-        metric="final training error (running), per model",
-        value={n: round(v["train_error"], 4) for n, v in results.items()}, paper_value=None,
+        metric="training error, deepest minus shallowest plain net (> 0: degradation)",
+        value=None if plain_gap is None else round(plain_gap, 4), paper_value=None,
         paper_source="He et al. 2015, Figure 6: plain-56 trains worse than plain-20; ResNet-56 better than ResNet-20",
-        params=params, train_seconds=round(seconds, 2), examples_per_second=round(sum(rates) / len(rates), 1),
-        device=rt.device_name, precision=rt.precision, world_size=rt.world_size, steps=r["steps"],
-        epochs=round(r["epochs"], 3), seed=cfg.seed, preset=cfg.preset,
-        test_error={n: v["test_error"] for n, v in results.items()}, verdict=said,
+        params=max(params.values()), train_seconds=round(seconds, 2),
+        examples_per_second=round(sum(rates.values()) / len(rates), 1), device=rt.device_name, precision=rt.precision,
+        world_size=rt.world_size, steps=r["steps"], epochs=round(r["epochs"], 3), seed=cfg.seed, preset=cfg.preset,
+        train_error={n: round(v["train_error"], 4) for n, v in results.items()},
+        test_error={n: v["test_error"] for n, v in results.items()}, params_per_model=params,
+        examples_per_second_per_model=rates,
+        residual_gap=round(gaps["resnet"][2], 4) if "resnet" in gaps else None, verdict=said,
         plot=str(plot) if plot else None,
     )
     if rt.is_main:

@@ -190,7 +190,7 @@ def fit(cfg: Config, rt, name: str, train, test, logger, state=None, ckpt_path=N
     save()
     return dict(model=model, steps=step, epochs=step / steps_per_epoch, test_error=test_err, test_loss=test_loss,
                 train_error=curve[-1][1] if curve else None, curve=curve, train_seconds=train_seconds,
-                examples_per_second=meter.rate * rt.world_size)
+                examples_per_second=meter.rate)  # the global batch was counted
 
 
 def load_data(cfg: Config, rt):
