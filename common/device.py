@@ -146,3 +146,23 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in unwrap(model).parameters() if p.requires_grad)
+
+
+# Dense bf16/fp16 tensor-core peaks (no sparsity), from the vendors' datasheets, keyed by a substring of
+# torch.cuda.get_device_name(). MFU = achieved model FLOP/s over this peak; unknown devices report none.
+PEAK_FLOPS = {"H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 125e12, "A10": 125e12,
+              "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12, "T4": 65e12}
+
+
+def mfu(flops_per_example: float, examples_per_second: float, rt: Runtime):
+    """Model FLOPs utilisation on a known CUDA GPU (None elsewhere). flops_per_example counts forward and
+    backward (about 3x the forward multiply-adds times 2)."""
+    if rt.device.type != "cuda" or not examples_per_second:
+        return None
+    name = rt.device_name
+    peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    if peak is None:
+        return None
+    if rt.precision == "fp32":
+        peak /= 2  # TF32 tensor cores run at half the bf16 rate on these parts
+    return flops_per_example * examples_per_second / peak

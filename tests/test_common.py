@@ -167,3 +167,15 @@ def test_list_shows_the_whole_course_in_order():
     assert ids == ["01_dnn", "02_cnn_lenet", "03_alexnet", "04_resnet", "05_lstm", "06_transformer",
                    "07_vae_gan_diffusion"]
     assert "1986" in r.stdout and "built" in r.stdout and "planned" in r.stdout
+
+
+def test_mfu_uses_the_datasheet_peak_and_is_none_off_gpu():
+    from common.device import mfu
+
+    class FakeA100(Runtime):
+        device_name = "NVIDIA A100-SXM4-80GB"
+
+    rt = FakeA100(device=torch.device("cuda"), precision="bf16")
+    assert mfu(6e9, 10_000, rt) == pytest.approx(6e13 / 312e12)
+    assert mfu(6e9, 10_000, FakeA100(device=torch.device("cuda"), precision="fp32")) == pytest.approx(6e13 / 156e12)
+    assert mfu(6e9, 10_000, Runtime(device=torch.device("cpu"))) is None

@@ -17,7 +17,7 @@ import torch
 from common import data
 from common.checkpoint import restore, save_checkpoint
 from common.config import TrainConfig, arg, to_dict, train_command
-from common.device import count_params, setup
+from common.device import count_params, mfu, setup
 from common.errors import UserError
 from common.logging import Throughput, progress
 from common.loop import check_finite, evaluate_classifier, open_run, save_on_interrupt
@@ -245,7 +245,7 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
         params=count_params(model), train_seconds=round(train_seconds, 2),
         examples_per_second=round(meter.rate, 1), device=rt.device_name, precision=rt.precision,
         world_size=rt.world_size, steps=step, epochs=round(step / steps_per_epoch, 3), seed=cfg.seed,
-        preset=cfg.preset,
+        preset=cfg.preset, mfu=mfu(6 * sum(l.weight.numel() for l in model.layers), meter.rate, rt),
     )
     if rt.is_main:
         print(f"{name}: test error {test_err:.2%}" + (f" (paper: {paper:.1%})" if paper else "") +
