@@ -12,8 +12,6 @@ COURSE = ["01_dnn", "02_cnn_lenet", "03_alexnet", "04_resnet", "05_lstm", "06_tr
 
 # What the course promises for milestones whose folder does not exist yet.
 PLANNED = {
-    "03_alexnet": dict(year=2012, title="AlexNet", paper="Krizhevsky, Sutskever & Hinton 2012",
-                       dataset="CIFAR-10 (ImageNet on a GPU)", metric="test_error"),
     "06_transformer": dict(year=2017, title="The Transformer", paper="Vaswani et al. 2017; Radford et al. 2018",
                            dataset="Multi30k de-en, Tiny Shakespeare", metric="BLEU / val_loss"),
     "07_vae_gan_diffusion": dict(year=2013, title="VAE, GAN/DCGAN, DDPM",

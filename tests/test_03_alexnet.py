@@ -1,0 +1,255 @@
+"""03_alexnet: the 2012 architecture (counts, shapes, LRN, grouped convolutions, init), its data pipeline,
+the CIFAR-10 and ImageNet paths, the experiments and the CLI contract."""
+
+import importlib
+import json
+
+import pytest
+import torch
+
+from tests.conftest import only_run_dir, read_metrics, read_summary, run_cli
+
+model_mod = importlib.import_module("milestones.03_alexnet.model")
+data_mod = importlib.import_module("milestones.03_alexnet.data")
+figures = importlib.import_module("milestones.03_alexnet.figures")
+train = importlib.import_module("milestones.03_alexnet.train")
+AlexNet, LRN = model_mod.AlexNet, model_mod.LRN
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the architecture
+# ---------------------------------------------------------------------------------------------------------
+
+def test_parameter_count_is_the_2012_networks_exactly():
+    net = model_mod.alexnet()
+    per_layer = [sum(p.numel() for p in m.parameters()) for m in net.convs + net.fcs]
+    # conv1 96x3x11x11; conv2 256x48x5x5 (one GPU's half); conv3 384x256x3x3 (crosses); conv4 384x192x3x3;
+    # conv5 256x192x3x3; fc6 9216 -> 4096; fc7 4096 -> 4096; fc8 4096 -> 1000 (weights + biases)
+    assert per_layer == [34_944, 307_456, 885_120, 663_936, 442_624, 37_752_832, 16_781_312, 4_097_000]
+    assert model_mod.count_params(net) == model_mod.paper_param_count() == 60_965_224
+    assert model_mod.count_params(model_mod.alexnet(groups=1)) == 60_965_224 + 1_413_120  # conv2/4/5 un-split
+
+
+def test_shapes_at_227_and_32():
+    net = model_mod.alexnet().eval()
+    sizes, x = [], torch.randn(2, 3, 227, 227)
+    for block in net.features:
+        x = block[0](x)
+        sizes.append(x.shape[-1])  # right after the convolution
+        x = block[1:](x)
+    assert sizes == [55, 27, 13, 13, 13] and x.shape == (2, 256, 6, 6)
+    assert net(torch.randn(2, 3, 227, 227)).shape == (2, 1000)
+    cifar = model_mod.alexnet_cifar().eval()
+    assert cifar.feature_shape == (128, 4, 4) and cifar(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    # z=2 pooling keeps the same map sizes, so only the overlap differs between the two designs
+    assert model_mod.alexnet_cifar(pool_kernel=2).feature_shape == (128, 4, 4)
+    assert model_mod.alexnet(pool_kernel=2).feature_shape == (256, 6, 6)
+
+
+def test_lrn_is_the_papers_formula_on_a_hand_computed_tensor():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], dtype=torch.float64).view(1, 7, 1, 1)
+    b = LRN()(a).flatten()  # k=2, n=5, alpha=1e-4, beta=0.75
+    sq = [1, 4, 9, 16, 25, 36, 49]
+    windows = [sq[0:3], sq[0:4], sq[0:5], sq[1:6], sq[2:7], sq[3:7], sq[4:7]]  # i-2..i+2 clipped at the ends
+    hand = [(i + 1) / (2 + 1e-4 * sum(w)) ** 0.75 for i, w in enumerate(windows)]
+    torch.testing.assert_close(b, torch.tensor(hand, dtype=torch.float64), rtol=1e-12, atol=0)
+    # the same torch module with alpha left unmapped is measurably different: the mapping matters
+    unmapped = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(a).flatten()
+    assert (unmapped - b).abs().max() > 1e-5
+
+
+def test_lrn_mapping_matches_the_literal_formula_for_any_constants():
+    torch.manual_seed(0)
+    a = torch.randn(2, 12, 3, 4, dtype=torch.float64) * 10
+    for n, k, alpha, beta in ((5, 2.0, 1e-4, 0.75), (3, 1.0, 0.1, 0.5), (7, 0.5, 0.02, 1.0)):
+        torch.testing.assert_close(LRN(n, k, alpha, beta)(a), model_mod.paper_lrn(a, n, k, alpha, beta),
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_lrn_stays_within_each_gpus_maps():
+    a = torch.rand(1, 8, 2, 2, dtype=torch.float64) + 1
+    b = LRN(alpha=0.5, groups=2)(a)
+    torch.testing.assert_close(b[:, :4], model_mod.paper_lrn(a[:, :4], alpha=0.5))
+    torch.testing.assert_close(b[:, 4:], model_mod.paper_lrn(a[:, 4:], alpha=0.5))
+    assert not torch.allclose(b, model_mod.paper_lrn(a, alpha=0.5))  # one window across all 8 maps differs
+
+
+def _depends_on(conv: torch.nn.Conv2d) -> torch.Tensor:
+    """(out, in) boolean: does output map o depend on input map i?"""
+    x = torch.randn(1, conv.in_channels, 7, 7, requires_grad=True)
+    rows = []
+    for o in range(conv.out_channels):
+        (g,) = torch.autograd.grad(conv(x)[0, o].sum(), x)
+        rows.append(g[0].abs().sum((1, 2)) > 0)
+    return torch.stack(rows)
+
+
+def test_grouped_convolutions_are_the_two_gpu_split():
+    net = model_mod.alexnet_cifar(channels=(8, 8, 8, 8, 8), hidden=16)
+    c1, c2, c3, c4, c5 = net.convs
+    assert [c.groups for c in net.convs] == [1, 2, 1, 2, 2]
+    within = torch.block_diag(torch.ones(4, 4), torch.ones(4, 4)).bool()  # half g sees only half g
+    for conv in (c2, c4, c5):
+        assert torch.equal(_depends_on(conv), within)
+    assert _depends_on(c3).all() and _depends_on(c1).all()  # conv3 crosses; conv1 sees all of the image
+    assert [c.groups for c in model_mod.alexnet_cifar(groups=1).convs] == [1] * 5
+
+
+def test_paper_init():
+    torch.manual_seed(0)
+    net = model_mod.alexnet()
+    layers = net.convs + net.fcs
+    biases = [float(layer.bias.detach().mean()) for layer in layers]
+    assert biases == [0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0]  # conv2, conv4, conv5, fc6, fc7 start at 1
+    assert all(abs(float(layer.weight.detach().std()) - 0.01) < 5e-4 and abs(float(layer.weight.detach().mean())) < 5e-4
+               for layer in layers)
+    drops = [m.p for m in net.classifier if isinstance(m, torch.nn.Dropout)]
+    assert drops == [0.5, 0.5]
+
+
+def test_overfits_one_batch_of_real_images(data_root):
+    from common import data
+    from common.data.augment import normalize
+    x, y = data.load("cifar10", data_root)["train"]
+    x, y = normalize(x[:16], (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)), y[:16]
+    torch.manual_seed(0)
+    net = model_mod.alexnet_cifar(channels=(16, 16, 32, 32, 16), hidden=64, dropout=0.0)  # LRN, groups, pools on
+    net.modern_init()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.01 and (net(x).argmax(1) == y).all()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the data pipeline
+# ---------------------------------------------------------------------------------------------------------
+
+def test_cifar_loader_reads_the_real_files(data_root):
+    from common import data
+    (xtr, ytr), (xte, yte) = data.load("cifar10", data_root).values()
+    assert xtr.shape == (50000, 3, 32, 32) and xte.shape == (10000, 3, 32, 32) and xtr.dtype == torch.uint8
+    assert torch.bincount(ytr).tolist() == [5000] * 10 and torch.bincount(yte).tolist() == [1000] * 10
+
+
+def test_pca_jitter_recovers_the_colour_axes_and_moves_along_them():
+    torch.manual_seed(0)
+    axis = torch.tensor([0.6, 0.48, 0.64])  # unit vector: the one direction pixels vary along
+    t = torch.rand(64, 1, 8, 8)
+    imgs = ((0.2 + 0.5 * t * axis.view(1, 3, 1, 1)) * 255).round().to(torch.uint8)
+    eigval, eigvec = data_mod.fit_pca(imgs)
+    assert eigval[-1] > 100 * eigval[:2].max()  # rank one (up to rounding)
+    assert torch.allclose(eigvec[:, -1].abs(), axis, atol=0.02)
+    x = torch.zeros(5, 3, 4, 4)
+    shift = data_mod.pca_jitter(x, eigval, eigvec, std=0.1)
+    assert torch.equal(shift, shift[:, :, :1, :1].expand_as(shift))  # one RGB offset per image
+    along = shift[:, :, 0, 0] @ eigvec[:, -1]
+    assert torch.allclose(shift[:, :, 0, 0], along[:, None] * eigvec[:, -1], atol=1e-4)
+    assert torch.equal(data_mod.pca_jitter(x, eigval, eigvec, std=0.0), x)
+
+
+def test_ten_crops_are_corners_centre_and_their_mirrors():
+    x = torch.arange(2 * 1 * 6 * 6).view(2, 1, 6, 6)
+    c = data_mod.ten_crops(x, 4)
+    assert c.shape == (10, 2, 1, 4, 4)
+    assert torch.equal(c[0], x[..., :4, :4]) and torch.equal(c[3], x[..., 2:, 2:])
+    assert torch.equal(c[4], x[..., 1:5, 1:5]) and torch.equal(c[9], c[4].flip(-1))
+
+
+def _image_folder(root, classes=("a", "b"), per_class=2):
+    from PIL import Image
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for c in classes:
+            d = root / "imagenet" / split / c
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                h, w = 260 + 17 * i, 300 - 9 * i  # odd sizes: the pipeline must resize and crop
+                arr = torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8).numpy()
+                Image.fromarray(arr).save(d / f"{i}.jpg", quality=90)
+    return root
+
+
+def test_imagenet_pipeline_is_256_then_227_and_ten_crops(tmp_path):
+    root = _image_folder(tmp_path)
+    tr, val, classes = data_mod.imagenet_loaders(root, batch_size=4, workers=0)
+    x, y = next(iter(tr))
+    assert classes == 2 and x.shape == (4, 3, 256, 256) and x.dtype == torch.uint8
+    eigval, eigvec = data_mod.fit_pca(x)
+    aug = data_mod.Augment("cpu", 227, 0, data_mod.IMAGENET_MEAN, data_mod.IMAGENET_STD, eigval, eigvec, 0.1)
+    assert aug.train(x).shape == (4, 3, 227, 227)
+    assert aug.test(x, ten_crop=True).shape == (10, 4, 3, 227, 227)
+
+
+def test_imagenet_smoke_run_through_the_cli(tmp_path):
+    root = _image_folder(tmp_path / "data")
+    r = run_cli("train", "03_alexnet", "--experiment", "imagenet", "--preset", "smoke", "--data-dir", root,
+                "--out-dir", tmp_path / "runs")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = read_summary(only_run_dir(tmp_path / "runs", "03_alexnet"))
+    assert s["model"] == "alexnet" and s["metric"] == "top1_error_10crop" and s["steps"] == 2
+    assert s["params"] == 60_965_224 - 998 * 4097  # fc8 sized for the folder's 2 classes
+
+
+def test_kernel_grid_separates_the_two_gpus():
+    w = torch.randn(96, 3, 11, 11)
+    img = figures.kernel_grid(w, groups=2, per_row=16, scale=1, pad=1)
+    assert img.shape[0] == 3 and img.min() >= 0 and img.max() <= 1
+    assert img.shape[2] == 16 * 12 + 1 and img.shape[1] == 2 * (3 * 12 + 1) + 6  # 3 rows per GPU, gap of 6
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the command line and the run record
+# ---------------------------------------------------------------------------------------------------------
+
+def _smoke(tmp_path, *flags):
+    return train.main(["--preset", "smoke", "--out-dir", str(tmp_path), *flags])
+
+
+def test_smoke_run_writes_the_full_run_record(tmp_path, data_root):
+    card = _smoke(tmp_path)
+    run = only_run_dir(tmp_path, "03_alexnet")
+    assert {"config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", "kernels.png"} <= {
+        p.name for p in run.iterdir()}
+    from common.logging import SUMMARY_KEYS
+    summary = read_summary(run)
+    assert set(SUMMARY_KEYS) <= set(summary) and summary == json.loads(json.dumps(card))
+    assert summary["dataset"] == "CIFAR-10 (JPEG-q75 mirror)" and summary["steps"] == 4
+    assert summary["model"] == "alexnet-cifar-w0.25" and 0 < summary["value"] < 1
+    assert {"train", "test"} == {r["split"] for r in read_metrics(run)}
+    assert (run / "kernels.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_continues_exactly(tmp_path, data_root):
+    flags = ["--schedule", "plateau", "--jitter", "0.1"]
+    _smoke(tmp_path / "full", "--steps", "4", *flags)
+    _smoke(tmp_path / "half", "--steps", "2", *flags)
+    half = only_run_dir(tmp_path / "half", "03_alexnet")
+    train.main(["--resume", str(half), "--steps", "4"])
+    full = torch.load(only_run_dir(tmp_path / "full", "03_alexnet") / "checkpoint.pt", weights_only=True)
+    resumed = torch.load(half / "checkpoint.pt", weights_only=True)
+    assert resumed["step"] == full["step"] == 4
+    for k, v in full["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+
+
+def test_relu_vs_tanh_smoke_records_both_arms(tmp_path, data_root):
+    card = _smoke(tmp_path, "--experiment", "relu_vs_tanh")
+    assert card["relu"]["epochs"] is not None and len(card["relu"]["curve"]) >= 1
+    assert card["paper_value"] == 6.0 and (only_run_dir(tmp_path, "03_alexnet") / "relu_vs_tanh.png").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--width", "-1"], "--width must be positive"),
+    (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+    (["--channels", "8,8,8"], "--channels takes five positive map counts"),
+    (["--experiment", "imagenet", "--data-dir", "."], "ImageNet folder"),
+    (["--groups", "3"], "invalid choice"),
+])
+def test_bad_input_is_a_clear_message_not_a_traceback(args, message, tmp_path):
+    r = run_cli("train", "03_alexnet", "--preset", "smoke", *args, "--out-dir", tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
