@@ -170,3 +170,12 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     r = run_cli("train", "01_dnn", "--experiment", "mnist", "--resume", run / "checkpoint.pt", "--out-dir", tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "not a readable milestones checkpoint" in r.stderr
+
+
+def test_1986_vs_modern_writes_one_record_per_arm(tmp_path, data_root):
+    cards = dnn_train.main(["--experiment", "mnist_1986_vs_modern", "--preset", "smoke", "--out-dir", str(tmp_path)])
+    assert set(cards) == {"1986", "modern"}
+    assert cards["1986"]["model"].endswith("sigmoid-mse") and cards["modern"]["model"].endswith("relu-ce")
+    assert len(list((tmp_path / "01_dnn").iterdir())) == 2
+    lrs = {json.loads((d / "config.json").read_text())["config"]["lr"] for d in (tmp_path / "01_dnn").iterdir()}
+    assert lrs == pytest.approx({0.05, 0.01}) or sorted(lrs) == pytest.approx([0.01, 0.05])
