@@ -223,7 +223,7 @@ def test_resume_continues_exactly(tmp_path, data_root):
 
 @pytest.mark.parametrize("args, message", [
     (["--pool", "avg"], "invalid choice"),
-    (["--experiment", "mlp", "--pool", "max"], "--pool only apply to --experiment lenet5"),
+    (["--experiment", "mlp", "--pool", "max"], "--pool: only for --experiment lenet5"),
     (["--optimizer", "sdlm", "--output", "softmax"], "--optimizer sdlm needs a squared-error output"),
     (["--experiment", "mlp", "--mlp-hidden", "ten"], "--mlp-hidden takes positive layer sizes"),
     (["--threads", "-1"], "--threads must be >= 0"),

@@ -2,7 +2,7 @@
 
     python -m milestones train 02_cnn_lenet --preset quick                       # faithful LeNet-5, CPU minutes
     python -m milestones train 02_cnn_lenet --preset quick --distort             # + the paper's distortions
-    python -m milestones train 02_cnn_lenet --preset quick --activation relu --pool max --output softmax
+    python -m milestones train 02_cnn_lenet --preset quick --activation relu --pool max --output softmax --lr 0.01
     python -m milestones train 02_cnn_lenet --experiment mlp --preset quick      # MLP, same parameter budget
     python -m milestones train 02_cnn_lenet --experiment lenet1989 --preset quick
     python -m milestones train 02_cnn_lenet --preset paper                       # SDLM, batch 1, 20 passes
@@ -94,7 +94,7 @@ def check(cfg: Config) -> None:
         changed = [f"--{k}" for k, default in (("activation", "scaled_tanh"), ("pool", "subsample"), ("c3", "table"),
                                                 ("output", "rbf")) if getattr(cfg, k) != default]
         if changed:
-            raise UserError(f"{', '.join(changed)} only apply to --experiment lenet5, not {cfg.experiment}")
+            raise UserError(f"{', '.join(changed)}: only for --experiment lenet5, not {cfg.experiment}")
     if cfg.optimizer == "sdlm" and (cfg.experiment == "mlp" or (cfg.experiment == "lenet5" and cfg.output != "rbf")):
         raise UserError("--optimizer sdlm needs a squared-error output: the RBF LeNet-5 or lenet1989")
     if cfg.rbf_j < 0:
