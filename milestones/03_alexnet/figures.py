@@ -16,7 +16,7 @@ def kernel_grid(weight: torch.Tensor, groups: int = 2, per_row: int = 16, scale:
     """(C, 3, k, k) kernels -> one (3, H, W) image in [0, 1]: each kernel stretched to its own [0, 1] range,
     nearest-neighbour enlarged, groups stacked as separate blocks with a blank row between them."""
     C, _, k, _ = weight.shape
-    scale = scale or max(1, 22 // k)  # small CIFAR kernels are enlarged to about the size of the paper's 11x11
+    scale = scale or max(1, 44 // k)  # every kernel drawn about 44 pixels wide
     w = weight.float()
     lo = w.amin(dim=(1, 2, 3), keepdim=True)
     hi = w.amax(dim=(1, 2, 3), keepdim=True)
