@@ -185,6 +185,19 @@ def test_smoke_runs_and_sampling(tmp_path, data_root):
     assert card["metric"] == "test_perplexity" and 1 < card["value"] < 10_000 and card["paper_value"] == 114.5
 
 
+def test_resume_mid_epoch_is_an_exact_continuation(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("MILESTONES_DATA", str(data_root))
+    common = ["--experiment", "ptb", "--preset", "smoke", "--dropout", "0.3"]  # dropout: the RNG must resume too
+    train.main(common + ["--steps", "8", "--out-dir", str(tmp_path / "straight")])
+    train.main(common + ["--steps", "5", "--out-dir", str(tmp_path / "split")])
+    run = only_run_dir(tmp_path / "split", "05_lstm")
+    train.main(common + ["--steps", "8", "--resume", str(run)])  # carried LSTM state restored mid-epoch
+    a = torch.load(only_run_dir(tmp_path / "straight", "05_lstm") / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--experiment", "ptb", "--forget-gate", "false"], "--impl scratch"),
     (["--experiment", "adding", "--lengths", "5"], "at least 10"),
@@ -192,10 +205,18 @@ def test_smoke_runs_and_sampling(tmp_path, data_root):
     (["--experiment", "ptb", "--dropout", "1.5"], "--dropout"),
     (["--experiment", "ptb", "--data-dir", "/nonexistent/data"], "does not exist"),
 ])
-def test_bad_input_exits_2_with_a_message(args, message, tmp_path):
-    r = run_cli("train", "05_lstm", "--preset", "smoke", "--out-dir", tmp_path, *args)
-    assert r.returncode == 2, r.stderr
-    assert message in r.stderr and "Traceback" not in r.stderr
+def test_bad_input_exits_2_with_a_message(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:  # in-process: the same main() the CLI calls
+        train.main(["--preset", "smoke", "--out-dir", str(tmp_path), *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ")
+    assert not (tmp_path / "05_lstm").exists()  # refused before any run directory is made
+
+
+def test_bad_input_on_the_command_line(tmp_path):
+    r = run_cli("train", "05_lstm", "--experiment", "adding", "--lengths", "ten", "--out-dir", tmp_path)
+    assert r.returncode == 2 and "--lengths" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_sample_refuses_a_non_lm_run(tmp_path):

@@ -305,13 +305,10 @@ def run_lm(cfg: Config, rt, argv) -> dict:
                 if step == total:
                     break
     bar.close()
-    train_seconds += time.time() - t_start
+    train_seconds += time.time() - t_start  # the last save (at step == total) holds this state and the carry
     test_nll = evaluate_lm(net, test, rt) if test is not None else None
     if test_nll is not None:
         logger.log(step, "test", loss=test_nll, perplexity=math.exp(test_nll))
-    if rt.is_main:
-        save_checkpoint(logger.checkpoint_path, model, opt, sched, scaler, step=step, config=to_dict(cfg),
-                        vocab=vocab, words=words, carry=[], train_seconds=train_seconds, valid_nll=valid_nll)
     common = dict(milestone=MILESTONE, model=name, params=count_params(model), train_seconds=round(train_seconds, 1),
                   examples_per_second=round(meter.rate, 1), tokens_per_second=round(meter.rate, 1),
                   device=rt.device_name, precision=rt.precision, world_size=rt.world_size, steps=step,
