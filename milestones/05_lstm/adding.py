@@ -110,11 +110,12 @@ def grad_norm_vs_lag(kind: str, T: int, hidden: int, forget_gate: bool = True, f
     return norms.flip(0).tolist()  # index k = lag T-1-t
 
 
-def gradient_plot(path, T: int = 200, hidden: int = 64, forget_bias: float = 1.0) -> dict:
+def gradient_plot(path, T: int = 200, hidden: int = 64, forget_biases=(1.0, 3.0)) -> dict:
     """The figure of NOTES.md: gradient norm vs time lag for the RNN, the 1997 LSTM and the forget-gate LSTM."""
     curves = {"Elman RNN": grad_norm_vs_lag("rnn", T, hidden),
-              "LSTM 1997 (no forget gate)": grad_norm_vs_lag("lstm", T, hidden, forget_gate=False),
-              f"LSTM, forget gate (bias {forget_bias:g})": grad_norm_vs_lag("lstm", T, hidden, True, forget_bias)}
+              "LSTM 1997 (no forget gate)": grad_norm_vs_lag("lstm", T, hidden, forget_gate=False)}
+    for b in forget_biases:
+        curves[f"LSTM, forget gate (bias {b:g})"] = grad_norm_vs_lag("lstm", T, hidden, True, b)
     lags = range(T)
     line_plot({k: (lags, v) for k, v in curves.items()}, path, logy=True, xlabel="time lag k",
               ylabel="|| d h_T / d x_(T-k) ||", title=f"Gradient reaching back k steps at init (H={hidden})")

@@ -83,11 +83,11 @@ PRESETS = {
     "adding/paper": dict(lengths="100,500,1000", hidden=64, steps=100_000, batch_size=32, lr=1e-3, clip=1.0,
                          eval_every=500, solved_error=1 / 2560, forget_gate=False, impl="scratch"),
     "adding/default": dict(lengths="10,25,50,100,200", hidden=64, steps=20_000, batch_size=64, lr=3e-3, clip=1.0,
-                           eval_every=250, forget_bias=1.0),
-    "adding/quick": dict(lengths="10,50,100", hidden=32, steps=2500, batch_size=64, lr=3e-3, clip=1.0,
-                         eval_every=100, forget_bias=1.0),
+                           eval_every=250, forget_bias=3.0),
+    "adding/quick": dict(lengths="10,25,50", hidden=32, steps=2500, batch_size=64, lr=3e-3, clip=1.0,
+                         eval_every=100, forget_bias=3.0),
     "adding/smoke": dict(lengths="10", hidden=8, steps=20, batch_size=16, lr=3e-3, clip=1.0, eval_every=10,
-                         forget_bias=1.0),
+                         forget_bias=3.0),
     # ptb/paper and ptb/default take Zaremba's recipe of --size (see sized_presets)
     "ptb/paper": dict(LM),
     "ptb/default": dict(LM),
@@ -141,7 +141,7 @@ def run_adding(cfg: Config, rt, argv) -> dict:
         raise UserError("--eval-every must be at least 1 for the adding problem")
     logger, _ = open_run(cfg, MILESTONE, "adding-" + "-vs-".join(kinds), rt, argv)
     curves = gradient_plot(logger.dir / "grad_norm_vs_lag.png", T=200, hidden=cfg.hidden,
-                           forget_bias=cfg.forget_bias if cfg.forget_bias is not None else 1.0)
+                           forget_biases=sorted({1.0, cfg.forget_bias if cfg.forget_bias is not None else 1.0}))
     for k in (1, 10, 50, 100, 199):
         logger.log(k, "init", lag=k, **{name: v[k] for name, v in curves.items()})
     t0, results = time.time(), []
