@@ -54,8 +54,18 @@ def make_shortcut(c_in: int, c_out: int, stride: int, option: str) -> nn.Module 
     raise ValueError(f"shortcut option must be one of {SHORTCUTS}, got {option!r}")
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 conv layers (the CIFAR nets, ResNet-18/34):  y = relu(F(x) + x),  F = BN(conv(relu(BN(conv(x)))))."""
+class ResidualBlock(nn.Module):
+    """y = relu(F(x) + shortcut(x)); subclasses define the layers of F in `residual`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H/s, W/s)
+        y = self.residual(x)
+        if self.shortcut is not None:
+            y = y + self.shortcut(x)  # y = F(x) + x   (eq. 1); the second ReLU comes after the addition
+        return F.relu(y)
+
+
+class BasicBlock(ResidualBlock):
+    """Two 3x3 conv layers (the CIFAR nets, ResNet-18/34):  F(x) = BN(conv(relu(BN(conv(x)))))."""
 
     expansion = 1
 
@@ -69,14 +79,8 @@ class BasicBlock(nn.Module):
     def residual(self, x: torch.Tensor) -> torch.Tensor:  # F(x)
         return self.conv2(F.relu(self.conv1(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H/s, W/s)
-        y = self.residual(x)
-        if self.shortcut is not None:
-            y = y + self.shortcut(x)  # y = F(x) + x   (eq. 1); the second ReLU comes after the addition
-        return F.relu(y)
 
-
-class Bottleneck(BasicBlock):
+class Bottleneck(ResidualBlock):
     """1x1 (reduce) -> 3x3 -> 1x1 (restore, 4x wider) for ResNet-50/101/152 (the paper's Fig. 5, right).
     The stride sits on the first 1x1 as in the paper's models; `stride_3x3=True` moves it to the 3x3
     ("ResNet v1.5", as torchvision does): same parameters, more multiply-adds, slightly better accuracy."""
@@ -84,7 +88,7 @@ class Bottleneck(BasicBlock):
     expansion = 4
 
     def __init__(self, c_in: int, width: int, stride: int = 1, shortcut: str = "B", stride_3x3: bool = False):
-        nn.Module.__init__(self)
+        super().__init__()
         c_out = width * self.expansion
         s1, s3 = (1, stride) if stride_3x3 else (stride, 1)
         self.conv1 = conv_bn(c_in, width, 1, s1)
@@ -92,7 +96,7 @@ class Bottleneck(BasicBlock):
         self.conv3 = conv_bn(width, c_out, 1)
         self.shortcut = make_shortcut(c_in, c_out, stride, shortcut)
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
+    def residual(self, x: torch.Tensor) -> torch.Tensor:  # F(x)
         return self.conv3(F.relu(self.conv2(F.relu(self.conv1(x)))))
 
 
