@@ -84,7 +84,7 @@ PRESETS = {
                          eval_every=500, solved_error=1 / 2560, forget_gate=False, impl="scratch"),
     "adding/default": dict(lengths="10,25,50,100,200", hidden=64, steps=20_000, batch_size=64, lr=3e-3, clip=1.0,
                            eval_every=250, forget_bias=3.0),
-    "adding/quick": dict(lengths="10,25,50", hidden=32, steps=2500, batch_size=64, lr=3e-3, clip=1.0,
+    "adding/quick": dict(lengths="10,25,50,100", hidden=32, steps=8000, batch_size=64, lr=3e-3, clip=1.0,
                          eval_every=100, forget_bias=3.0),
     "adding/smoke": dict(lengths="10", hidden=8, steps=20, batch_size=16, lr=3e-3, clip=1.0, eval_every=10,
                          forget_bias=3.0),
@@ -139,6 +139,8 @@ def run_adding(cfg: Config, rt, argv) -> dict:
         raise UserError(f"--lengths must be at least 10 (the first marker is among the first ten pairs), got {lengths}")
     if cfg.eval_every < 1:
         raise UserError("--eval-every must be at least 1 for the adding problem")
+    if rt.device.type == "cpu":  # nets of 32-64 units: waking a second thread costs more than the matmul it splits
+        torch.set_num_threads(1)
     logger, _ = open_run(cfg, MILESTONE, "adding-" + "-vs-".join(kinds), rt, argv)
     curves = gradient_plot(logger.dir / "grad_norm_vs_lag.png", T=200, hidden=cfg.hidden,
                            forget_biases=sorted({1.0, cfg.forget_bias if cfg.forget_bias is not None else 1.0}))
