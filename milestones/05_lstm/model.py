@@ -169,7 +169,7 @@ def set_forget_bias(rnn: Recurrent, value: float) -> None:
     """Make the forget gate's total bias b_if + b_hf equal `value` (b_if = value, b_hf = 0).
 
     nn.LSTM keeps two bias vectors per layer and adds them; setting only one of them to `value` would leave
-    the other's random init on top. A positive value (1 in Gers et al. 2000's spirit; Jozefowicz et al. 2015)
+    the other's random init on top. A positive value (1 is usual since Jozefowicz et al. 2015)
     starts every cell remembering: f = sigma(1) ~ 0.73 instead of sigma(0) = 0.5.
     """
     if not rnn.forget_gate:
