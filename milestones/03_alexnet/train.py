@@ -83,7 +83,7 @@ PRESETS = {
     # Figure 1: a four-layer CNN, no regularisation, each net at its own largest good LR
     "relu_vs_tanh/paper": dict(_FIG1, epochs=60),
     "relu_vs_tanh/default": dict(_FIG1, epochs=60),
-    "relu_vs_tanh/quick": dict(_FIG1, epochs=30, train_subset=5000),
+    "relu_vs_tanh/quick": dict(_FIG1, epochs=40, train_subset=5000),
     "relu_vs_tanh/smoke": dict(_FIG1, epochs=2, train_subset=256, target_error=0.9, batch_size=32),
     "ablations/paper": dict(_CIFAR, width=1.0, lr=0.01, init="modern", schedule="cosine", epochs=30),
     "ablations/default": dict(_CIFAR, width=1.0, lr=0.01, init="modern", schedule="cosine", epochs=30),
