@@ -66,7 +66,8 @@ PRESETS = {
     "degradation/paper": dict(steps=64000, batch_size=128, lr=0.1, eval_every=2000),
     "degradation/default": dict(steps=64000, batch_size=128, lr=0.1, precision="bf16", eval_every=2000),
     # four nets in ~10 CPU minutes: only the start of Figure 6 (see NOTES.md). At LR 0.1 from the first step
-    # the 56-layer nets can blow up and die (loss stuck at ln 10); the paper's ResNet-110 warm-up avoids it
+    # the 56-layer nets blew up and died (loss stuck at ln 10); a short 0.01 warm-up (the paper's ResNet-110 rule)
+    # keeps them alive, though ResNet-56 still spikes when the LR goes up (NOTES.md)
     "degradation/quick": dict(steps=250, batch_size=128, lr=0.1, warmup_steps=60, lr_drops="", eval_every=250,
                               test_size=1000, log_every=10),
     "degradation/smoke": dict(models="plain8,plain14,resnet8,resnet14", steps=4, batch_size=16, lr=0.05,
