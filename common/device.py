@@ -116,10 +116,12 @@ class Runtime:
         self.close()
 
 
-def setup(device: str = "auto", precision: str = "fp32", seed: int = 0) -> Runtime:
+def setup(device: str = "auto", precision: str = "fp32", seed: int = 0, threads: int = 0) -> Runtime:
     """Pick the device, check the precision, seed, and join torchrun's process group if launched by it.
 
     Use as `with setup(...) as rt:` so the process group is left however the run ends."""
+    if threads:
+        torch.set_num_threads(threads)
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))

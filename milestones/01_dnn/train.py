@@ -281,7 +281,7 @@ EXPERIMENTS = {"symmetry": run_patterns, "xor": run_patterns, "mnist": run_mnist
 
 
 def run(cfg: Config, argv=None):
-    with setup(cfg.device, cfg.precision, cfg.seed) as rt:
+    with setup(cfg.device, cfg.precision, cfg.seed, cfg.threads) as rt:
         return EXPERIMENTS[cfg.experiment](cfg, rt, argv)
 
 

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from common import data
 from common.checkpoint import restore, save_checkpoint
-from common.config import TrainConfig, arg, parse_config, to_dict
+from common.config import TrainConfig, arg, to_dict, train_command
 from common.device import count_params, setup
-from common.errors import UserError, exit_on_user_error
+from common.errors import UserError
 from common.logging import Throughput, progress
 from common.loop import check_finite, evaluate_classifier, open_run, save_on_interrupt
 
@@ -61,8 +61,6 @@ class Config(TrainConfig):
     eval_every: int = arg(0, "evaluate on the test set every N steps (0 = once an epoch)")
     log_every: int = arg(50, "log the training loss every N steps")
     ckpt_every: int = arg(1000, "save checkpoint.pt every N steps (and at the end)")
-    threads: int = arg(0, "CPU threads for torch's ops (0 = torch's default). Small nets on a shared CPU run far "
-                       "faster with 1: OpenMP threads that wait for a busy core stall every op")
 
 
 PRESETS = {
@@ -300,22 +298,12 @@ def write_figures(cfg: Config, model, test_set, prepare, run_dir) -> int:
 
 
 def run(cfg: Config, argv=None) -> dict:
-    if cfg.threads < 0:
-        raise UserError(f"--threads must be >= 0, got {cfg.threads}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    rt = setup(cfg.device, cfg.precision, cfg.seed)
-    try:
+    with setup(cfg.device, cfg.precision, cfg.seed, cfg.threads) as rt:
         return train(cfg, rt, argv)
-    finally:
-        rt.close()
 
 
 def main(argv=None, prog="python -m milestones train 02_cnn_lenet"):
-    def go():
-        cfg = parse_config(Config, argv, PRESETS, prog=prog, description=__doc__.split("\n")[1])
-        return run(cfg, argv)
-    return exit_on_user_error(go)
+    return train_command(Config, PRESETS, run, argv, prog, __doc__)
 
 
 if __name__ == "__main__":

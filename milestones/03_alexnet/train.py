@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from common import data
 from common.checkpoint import restore, save_checkpoint
-from common.config import TrainConfig, arg, parse_config, to_dict
+from common.config import TrainConfig, arg, to_dict, train_command
 from common.data.cifar import MEAN as CIFAR_MEAN, STD as CIFAR_STD
 from common.device import count_params, setup
-from common.errors import UserError, exit_on_user_error
+from common.errors import UserError
 from common.logging import Throughput, progress
 from common.loop import check_finite, open_run, save_on_interrupt
 
@@ -298,21 +298,15 @@ def run(cfg: Config, argv=None) -> dict:
         raise UserError(f"--dropout must be in [0, 1), got {cfg.dropout}")
     if min(cfg.jitter, cfg.crop_padding, cfg.train_subset, cfg.test_subset) < 0:
         raise UserError("--jitter, --crop-padding, --train-subset and --test-subset cannot be negative")
-    rt = setup(cfg.device, cfg.precision, cfg.seed)
-    try:
+    with setup(cfg.device, cfg.precision, cfg.seed, cfg.threads) as rt:
         if cfg.experiment in ("cifar", "imagenet"):
             return train_classifier(cfg, rt, argv)
         from . import experiments
         return getattr(experiments, cfg.experiment)(cfg, rt, argv)
-    finally:
-        rt.close()
 
 
 def main(argv=None, prog="python -m milestones train 03_alexnet"):
-    def go():
-        cfg = parse_config(Config, argv, PRESETS, prog=prog, description=__doc__.split("\n")[1])
-        return run(cfg, argv)
-    return exit_on_user_error(go)
+    return train_command(Config, PRESETS, run, argv, prog, __doc__)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 
 from common import data
 from common.checkpoint import restore, save_checkpoint
-from common.config import TrainConfig, arg, parse_config, to_dict
+from common.config import TrainConfig, arg, to_dict, train_command
 from common.data.augment import normalize, random_crop, random_hflip
 from common.data.cifar import MEAN, STD
 from common.device import count_params, setup
-from common.errors import UserError, exit_on_user_error
+from common.errors import UserError
 from common.logging import Throughput, progress
 from common.loop import check_finite, evaluate_classifier, open_run, save_on_interrupt
 
@@ -248,21 +248,15 @@ def run_cifar(cfg: Config, rt, argv) -> dict:
 
 
 def run(cfg: Config, argv=None) -> dict:
-    rt = setup(cfg.device, cfg.precision, cfg.seed)
-    try:
+    with setup(cfg.device, cfg.precision, cfg.seed, cfg.threads) as rt:
         if cfg.experiment == "degradation":
             from .degradation import run_degradation
             return run_degradation(cfg, rt, argv)
         return run_cifar(cfg, rt, argv)
-    finally:
-        rt.close()
 
 
 def main(argv=None, prog="python -m milestones train 04_resnet"):
-    def go():
-        cfg = parse_config(Config, argv, PRESETS, prog=prog, description=__doc__.split("\n")[0])
-        return run(cfg, argv)
-    return exit_on_user_error(go)
+    return train_command(Config, PRESETS, run, argv, prog, __doc__)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from common import data
 from common.checkpoint import restore, save_checkpoint
-from common.config import TrainConfig, arg, parse_config, to_dict
+from common.config import TrainConfig, arg, to_dict, train_command
 from common.data.text import BPTTLoader
 from common.device import count_params, setup
-from common.errors import UserError, exit_on_user_error
+from common.errors import UserError
 from common.logging import Throughput, progress
 from common.loop import check_finite, open_run, save_on_interrupt
 
@@ -339,20 +339,14 @@ def run_lm(cfg: Config, rt, argv) -> dict:
 
 
 def run(cfg: Config, argv=None) -> dict:
-    rt = setup(cfg.device, cfg.precision, cfg.seed)
-    try:
+    with setup(cfg.device, cfg.precision, cfg.seed, cfg.threads) as rt:
         if cfg.experiment == "adding":
             return run_adding(cfg, rt, argv)
         return run_lm(cfg, rt, argv)
-    finally:
-        rt.close()
 
 
 def main(argv=None, prog="python -m milestones train 05_lstm"):
-    def go():
-        cfg = parse_config(Config, argv, sized_presets(argv), prog=prog, description=__doc__.split("\n")[1])
-        return run(cfg, argv)
-    return exit_on_user_error(go)
+    return train_command(Config, sized_presets(argv), run, argv, prog, __doc__)
 
 
 if __name__ == "__main__":
