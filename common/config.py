@@ -126,6 +126,17 @@ def resumed_config(resume: str, cls) -> dict:
     return {k: v for k, v in saved.items() if k in names and k not in ("resume",)}
 
 
+def parse_sizes(text: str, flag: str) -> list[int]:
+    """'800' or '500,300' -> [800] or [500, 300]; anything else is a UserError naming the flag."""
+    try:
+        sizes = [int(h) for h in text.split(",") if h.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"{flag} takes positive layer sizes separated by commas (e.g. 800 or 500,300), got {text!r}")
+    return sizes
+
+
 def check_common(cfg) -> None:
     """Range checks argparse cannot express."""
     for name in ("epochs", "batch_size"):

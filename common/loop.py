@@ -62,3 +62,15 @@ def evaluate_classifier(model, loader, rt, prepare) -> tuple[float, float]:
     model.train()
     loss, wrong, n = totals.tolist()
     return loss / max(n, 1), wrong / max(n, 1)
+
+
+def optimizer_step(loss, opt, scaler, clip: float = 0.0, params=None) -> None:
+    """One update, precision-safe: backward through the (fp16-only) loss scaler, optional gradient-norm
+    clipping on the true (unscaled) gradients, the optimizer step, and the scaler's update."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip > 0:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    scaler.step(opt)
+    scaler.update()

@@ -16,11 +16,11 @@ import torch
 
 from common import data
 from common.checkpoint import restore, save_checkpoint
-from common.config import TrainConfig, arg, to_dict, train_command
+from common.config import TrainConfig, arg, parse_sizes, to_dict, train_command
 from common.device import count_params, mfu, setup
 from common.errors import UserError
 from common.logging import Throughput, progress
-from common.loop import check_finite, evaluate_classifier, open_run, save_on_interrupt
+from common.loop import check_finite, evaluate_classifier, open_run, optimizer_step, save_on_interrupt
 
 from .model import LOSSES, MLP
 
@@ -118,7 +118,7 @@ def run_patterns(cfg: Config, rt, argv) -> dict:
     if cfg.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {cfg.seeds}")
     x, d = symmetry_patterns() if cfg.experiment == "symmetry" else xor_patterns()
-    sizes = [x.shape[1], *parse_hidden(cfg.hidden), 1]
+    sizes = [x.shape[1], *parse_sizes(cfg.hidden, "--hidden"), 1]
     name = "mlp-" + "-".join(map(str, sizes))
     logger, _ = open_run(cfg, MILESTONE, f"{cfg.experiment}-{name}", rt, argv)
     threads = torch.get_num_threads()
@@ -156,16 +156,6 @@ def run_patterns(cfg: Config, rt, argv) -> dict:
 # MNIST
 # ---------------------------------------------------------------------------------------------------------
 
-def parse_hidden(text: str) -> list[int]:
-    try:
-        sizes = [int(h) for h in text.split(",") if h.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise UserError(f"--hidden takes positive layer sizes separated by commas (e.g. 800 or 500,300), got {text!r}")
-    return sizes
-
-
 def run_mnist(cfg: Config, rt, argv) -> dict:
     splits = data.load(cfg.dataset, cfg.data_dir)
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
@@ -177,7 +167,7 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
     def prepare(x):  # uint8 (B, 1, 28, 28) -> float in [0, 1] on the device
         return x.to(rt.device, non_blocking=True).float().div_(255)
 
-    sizes = [784, *parse_hidden(cfg.hidden), 10]
+    sizes = [784, *parse_sizes(cfg.hidden, "--hidden"), 10]
     model = MLP(sizes, cfg.activation, init_range=cfg.init_range or None).to(rt.device)
     name = f"mlp-{'-'.join(map(str, sizes))}-{cfg.activation}-{cfg.loss}"
     steps_per_epoch = len(train)
@@ -213,10 +203,7 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
                 with rt.autocast():
                     logits = net(prepare(x))
                 loss = loss_fn(logits, y.to(rt.device, non_blocking=True), reduction=reduction)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+                optimizer_step(loss, opt, scaler)
                 sched.step()
                 step += 1
                 meter.stop(cfg.batch_size)  # the global batch: ranks step in lockstep

@@ -18,11 +18,11 @@ import torch.nn.functional as F
 
 from common import data
 from common.checkpoint import restore, save_checkpoint
-from common.config import TrainConfig, arg, to_dict, train_command
+from common.config import TrainConfig, arg, parse_sizes, to_dict, train_command
 from common.device import count_params, setup
 from common.errors import UserError
 from common.logging import Throughput, progress
-from common.loop import check_finite, evaluate_classifier, open_run, save_on_interrupt
+from common.loop import check_finite, evaluate_classifier, open_run, optimizer_step, save_on_interrupt
 
 from . import figures, inputs
 from .model import LeNet1989, LeNet5, is_faithful, map_loss, mse_criterion, squared_error
@@ -103,22 +103,12 @@ def check(cfg: Config) -> None:
         raise UserError("--eval-every must be >= 0, --log-every and --ckpt-every >= 1")
 
 
-def parse_hidden(text: str) -> list[int]:
-    try:
-        sizes = [int(h) for h in text.split(",") if h.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise UserError(f"--mlp-hidden takes positive layer sizes separated by commas, got {text!r}")
-    return sizes
-
-
 def build(cfg: Config):
     """(model, its run name, the training criterion)."""
     if cfg.experiment == "lenet1989":
         return LeNet1989(), "lenet1989", squared_error
     if cfg.experiment == "mlp":
-        sizes = [784, *parse_hidden(cfg.mlp_hidden), 10]
+        sizes = [784, *parse_sizes(cfg.mlp_hidden, "--mlp-hidden"), 10]
         return MLP(sizes, "relu"), "mlp-" + "-".join(map(str, sizes)), F.cross_entropy
     model = LeNet5(cfg.activation, cfg.pool, cfg.c3, cfg.output)
     name = "lenet5" + "".join(f"-{v}" for v, d in ((cfg.activation, "scaled_tanh"), (cfg.pool, "subsample"),
@@ -220,10 +210,7 @@ def train(cfg: Config, rt, argv) -> dict:
                 with rt.autocast():
                     scores = net(prepare(x, train=True))
                 loss = criterion(scores, y.to(rt.device, non_blocking=True))
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+                optimizer_step(loss, opt, scaler)
                 sched.step()
                 step += 1
                 meter.stop(cfg.batch_size)

@@ -22,7 +22,7 @@ from common.data.cifar import MEAN as CIFAR_MEAN, STD as CIFAR_STD
 from common.device import count_params, setup
 from common.errors import UserError
 from common.logging import Throughput, progress
-from common.loop import check_finite, open_run, save_on_interrupt
+from common.loop import check_finite, open_run, optimizer_step, save_on_interrupt
 
 from .data import IMAGENET_MEAN, IMAGENET_STD, Augment, fit_pca, imagenet_loaders
 from .figures import save_kernel_grid
@@ -233,10 +233,7 @@ def train_classifier(cfg: Config, rt, argv=None) -> dict:
                 with rt.autocast():
                     logits = net(x)
                 loss = F.cross_entropy(logits.float(), y)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+                optimizer_step(loss, opt, scaler)
                 if cfg.schedule == "cosine":
                     sched.step()
                 step += 1

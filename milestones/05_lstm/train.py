@@ -22,7 +22,7 @@ from common.data.text import BPTTLoader
 from common.device import count_params, setup
 from common.errors import UserError
 from common.logging import Throughput, progress
-from common.loop import check_finite, open_run, save_on_interrupt
+from common.loop import check_finite, open_run, optimizer_step, save_on_interrupt
 
 from .adding import gradient_plot, train_one
 from .model import LanguageModel, detach_state, set_forget_bias
@@ -280,12 +280,7 @@ def run_lm(cfg: Config, rt, argv) -> dict:
                     logits, state = net(x, state)  # (B, T, V)
                 loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())  # mean NLL per token
                 objective = loss * y.shape[1] if cfg.time_sum else loss
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(objective).backward()
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-                scaler.step(opt)
-                scaler.update()
+                optimizer_step(objective, opt, scaler, clip=cfg.clip, params=model.parameters())  # Zaremba's norm clip
                 sched.step()
                 step += 1
                 meter.stop(y.numel() * rt.world_size)
