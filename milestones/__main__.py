@@ -2,6 +2,7 @@
 
 import argparse
 import importlib
+import os
 import sys
 
 from common.errors import UserError, exit_on_user_error
@@ -80,7 +81,11 @@ def main(argv=None) -> None:
     handlers = {"list": lambda: cmd_list(args), "train": lambda: cmd_train(args, rest),
                 "sample": lambda: cmd_sample(args, rest), "compare": lambda: cmd_compare(args),
                 "course": lambda: cmd_course(args)}
-    exit_on_user_error(handlers[args.command])
+    try:
+        exit_on_user_error(handlers[args.command])
+    except BrokenPipeError:  # `... | head` closed the pipe: not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
