@@ -213,7 +213,7 @@ def train(cfg: Config, rt, argv) -> dict:
                 optimizer_step(loss, opt, scaler)
                 sched.step()
                 step += 1
-                meter.stop(cfg.batch_size)
+                meter.stop(cfg.batch_size)  # the global batch: ranks step in lockstep
                 if step % cfg.log_every == 0 or step == total:
                     value = check_finite(loss, step)
                     bar.set_postfix(loss=f"{value:.4f}", ex_s=f"{meter.rate:,.0f}")
@@ -237,7 +237,7 @@ def train(cfg: Config, rt, argv) -> dict:
     card = logger.summary(
         milestone=MILESTONE, model=name + ("-distort" if cfg.distort else ""), dataset=dataset_name(cfg),
         metric="test_error", value=test_err, paper_value=paper, paper_source=source, params=count_params(model),
-        train_seconds=round(train_seconds, 2), examples_per_second=round(meter.rate * rt.world_size, 1),
+        train_seconds=round(train_seconds, 2), examples_per_second=round(meter.rate, 1),
         device=rt.device_name, precision=rt.precision, world_size=rt.world_size, steps=step,
         epochs=round(step / steps_per_epoch, 3), seed=cfg.seed, preset=cfg.preset, experiment=cfg.experiment,
         options=dict(activation=cfg.activation, pool=cfg.pool, c3=cfg.c3, output=cfg.output, distort=cfg.distort,
@@ -246,7 +246,7 @@ def train(cfg: Config, rt, argv) -> dict:
     )
     if rt.is_main:
         print(f"{card['model']}: test error {test_err:.2%}" + (f" (paper: {paper:.2%})" if paper else "") +
-              f"; {count_params(model):,} parameters; {train_seconds:.0f} s, {meter.rate * rt.world_size:,.0f} "
+              f"; {count_params(model):,} parameters; {train_seconds:.0f} s, {meter.rate:,.0f} "
               f"examples/s; run record: {logger.dir}")
     return card
 

@@ -237,7 +237,7 @@ def train_classifier(cfg: Config, rt, argv=None) -> dict:
                 if cfg.schedule == "cosine":
                     sched.step()
                 step += 1
-                meter.stop(cfg.batch_size)
+                meter.stop(cfg.batch_size)  # the global batch: ranks step in lockstep
                 wrong += torch.stack([(logits.argmax(-1) != y).sum(), torch.tensor(y.numel(), device=rt.device)])
                 if step % cfg.log_every == 0 or step == total:
                     value = check_finite(loss, step)
@@ -277,13 +277,13 @@ def train_classifier(cfg: Config, rt, argv=None) -> dict:
         metric="top1_error" + ("_10crop" if cfg.ten_crop else ""), value=test_err, paper_value=paper,
         paper_source="Krizhevsky et al. 2012, Table 2: 1 CNN, 40.7% top-1 on ILSVRC-2012 val" if paper else None,
         params=count_params(model), train_seconds=round(train_seconds, 2),
-        examples_per_second=round(meter.rate * rt.world_size, 1), device=rt.device_name, precision=rt.precision,
+        examples_per_second=round(meter.rate, 1), device=rt.device_name, precision=rt.precision,
         world_size=rt.world_size, steps=step, epochs=round(step / steps_per_epoch, 3), seed=cfg.seed,
         preset=cfg.preset, run_dir=str(logger.dir),
     )
     if rt.is_main:
         print(f"{name}: test error {test_err:.2%} on {card['dataset']}; {train_seconds:.0f} s, "
-              f"{meter.rate * rt.world_size:,.0f} examples/s; run record: {logger.dir}")
+              f"{meter.rate:,.0f} examples/s; run record: {logger.dir}")
     return card
 
 

@@ -164,7 +164,7 @@ def fit(cfg: Config, rt, name: str, train, test, logger, state=None, ckpt_path=N
                 sums[0] += loss.detach() * y.numel()
                 sums[1] += (logits.argmax(-1) != y).sum()
                 sums[2] += y.numel()
-                meter.stop(cfg.batch_size)
+                meter.stop(cfg.batch_size)  # the global batch: ranks step in lockstep
                 if step % cfg.log_every == 0 or step == total:
                     loss_sum, wrong, n = rt.all_reduce_sum(sums).tolist()
                     sums.zero_()
