@@ -185,9 +185,9 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
     # the paper's sum over cases would make the step size depend on the batch size: use the mean for minibatches
     reduction = "mean"
 
-    def save():
+    def save(**extra):
         if rt.is_main:
-            save_checkpoint(logger.checkpoint_path, model, opt, sched, scaler, step=step, config=to_dict(cfg))
+            save_checkpoint(logger.checkpoint_path, model, opt, sched, scaler, step=step, config=to_dict(cfg), **extra)
         return logger.checkpoint_path
 
     eval_every = cfg.eval_every or steps_per_epoch
@@ -219,15 +219,13 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
                     if rt.is_main:
                         bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): test loss {test_loss:.4f}, "
                                   f"test error {test_err:.2%}")
-                if step % cfg.ckpt_every == 0 or step == total:
+                if step % cfg.ckpt_every == 0 and step < total:  # the last one is written below, with results
                     save()
                 if step == total:
                     break
     bar.close()
     train_seconds += time.time() - t_start
-    if rt.is_main:
-        save_checkpoint(logger.checkpoint_path, model, opt, sched, scaler, step=step, config=to_dict(cfg),
-                        train_seconds=train_seconds, test_error=test_err)
+    save(train_seconds=train_seconds, test_error=test_err)
     paper = 0.016 if cfg.dataset == "mnist" and sizes == [784, 800, 10] and cfg.loss == "ce" else None
     card = logger.summary(
         milestone=MILESTONE, model=name, dataset=cfg.dataset, metric="test_error", value=test_err,
