@@ -16,18 +16,20 @@ import json
 import sys
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .errors import UserError
 
 PRESET_NAMES = ("paper", "default", "quick", "smoke")
 
 
-def arg(default, help: str, choices=None):
-    """A dataclass field with help text (and optional choices) for its command-line flag."""
+def arg(default, help: str, choices=None, only=None):
+    """A dataclass field with help text for its command-line flag; `choices` limits its values, `only` names the
+    experiments it applies to (giving it to another experiment is an error, not a silently ignored flag)."""
     meta = {"help": help}
     if choices is not None:
         meta["choices"] = tuple(choices)
+    if only is not None:
+        meta["only"] = (only,) if isinstance(only, str) else tuple(only)
     return field(default=default, metadata=meta)
 
 
@@ -51,6 +53,9 @@ class TrainConfig:
     resume: typing.Optional[str] = arg(None, "checkpoint.pt or run directory to continue from")
     threads: int = arg(0, "CPU threads for torch's ops (0 = torch's default). Small nets on a shared CPU often run "
                        "much faster with 1: OpenMP threads waiting for a busy core stall every op")
+    log_every: int = arg(50, "log the training loss and throughput every N steps (and at the last)")
+    eval_every: int = arg(0, "evaluate every N steps (0 = once an epoch; always at the last step)")
+    ckpt_every: int = arg(1000, "save checkpoint.pt every N steps (and at the end, with the results)")
 
 
 def _field_type(f, hints):
@@ -58,6 +63,14 @@ def _field_type(f, hints):
     if typing.get_origin(t) is typing.Union:  # Optional[X]
         t = next(a for a in typing.get_args(t) if a is not type(None))
     return t
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help text, and the experiment list (the epilog) laid out as written."""
+
+
+def _first_line(doc) -> str:
+    return (doc or "").strip().split("\n")[0]
 
 
 def _bool(s: str) -> bool:
@@ -69,18 +82,25 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
 
 
-def build_parser(cls, prog: str, description: str, presets: dict) -> argparse.ArgumentParser:
+def build_parser(cls, prog: str, description: str, presets: dict, experiments: dict = None) -> argparse.ArgumentParser:
     names = sorted({k.split("/")[-1] for k in presets} | {"default"}, key=lambda n: (n not in PRESET_NAMES, n))
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    epilog = None
+    if experiments:
+        epilog = "experiments:\n" + "\n".join(f"  {name:<22} {_first_line(fn.__doc__)}" for name, fn in experiments.items())
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                formatter_class=_HelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         help_ = f.metadata.get("help", "")
         t = _field_type(f, hints)
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=help_ + f" (default: {f.default})")
+        if f.metadata.get("only"):
+            kw["help"] += f" [--experiment {'/'.join(f.metadata['only'])}]"
         if f.name == "preset":
             p.add_argument(flag, choices=names, **kw)
+        elif f.name == "experiment" and experiments:
+            p.add_argument(flag, choices=list(experiments), **kw)
         elif t is bool:
             # --flag turns it on, --flag false turns it off
             p.add_argument(flag, type=_bool, nargs="?", const=True, metavar="BOOL", **kw)
@@ -89,14 +109,17 @@ def build_parser(cls, prog: str, description: str, presets: dict) -> argparse.Ar
     return p
 
 
-def parse_config(cls, argv=None, presets: dict = None, prog: str = None, description: str = ""):
-    """Parse argv into an instance of the dataclass `cls`, applying presets. Bad flags exit with argparse's message."""
+def parse_config(cls, argv=None, presets: dict = None, prog: str = None, description: str = "",
+                 experiments: dict = None, milestone: str = None):
+    """Parse argv into an instance of the dataclass `cls`, applying presets. Bad flags exit with argparse's message;
+    a flag that does not apply to the chosen experiment, or a --resume of another milestone's run, is a UserError."""
     presets = presets or {}
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(cls, prog or "train", description, presets)
-    given = vars(parser.parse_args(argv))
+    parser = build_parser(cls, prog or "train", description, presets, experiments)
+    flags = vars(parser.parse_args(argv))
+    given = flags
     if given.get("resume"):  # continue with the run's own settings; flags given now still win
-        given = {**resumed_config(given["resume"], cls), **given}
+        given = {**resumed_config(given["resume"], cls, milestone), **given}
     name = given.get("preset", "default")
     values = {}
     values.update(presets.get(name, {}))
@@ -111,17 +134,34 @@ def parse_config(cls, argv=None, presets: dict = None, prog: str = None, descrip
         raise TypeError(f"preset {name!r} sets unknown fields {sorted(unknown)}")
     cfg = cls(**values)
     check_common(cfg)
+    check_applies(cls, flags, getattr(cfg, "experiment", None))
     return cfg
 
 
-def resumed_config(resume: str, cls) -> dict:
-    """The resolved config a run recorded in its config.json (resume accepts a run dir or its checkpoint)."""
-    p = Path(resume)
-    run_dir = p if p.is_dir() else p.parent
+def check_applies(cls, flags: dict, experiment) -> None:
+    """A flag given on the command line for an experiment it does not apply to is a mistake worth saying."""
+    for f in dataclasses.fields(cls):
+        only = f.metadata.get("only")
+        if only and f.name in flags and experiment not in only:
+            raise UserError(f"--{f.name.replace('_', '-')} is for --experiment {' or '.join(only)}, "
+                            f"not {experiment}")
+
+
+def resumed_config(resume: str, cls, milestone: str = None) -> dict:
+    """The resolved config a run recorded in its config.json (resume accepts a run dir or its checkpoint).
+    The checkpoint must exist (a clear error now, not after the data has loaded) and belong to `milestone`."""
+    from .checkpoint import find_checkpoint
+
+    run_dir = find_checkpoint(resume).parent
     try:
-        saved = json.loads((run_dir / "config.json").read_text())["config"]
+        record = json.loads((run_dir / "config.json").read_text())
+        saved = record["config"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}  # no record: the flags given (and defaults) decide, and loading the checkpoint reports problems
+    owner = record.get("milestone")
+    if milestone and owner and owner != milestone:
+        raise UserError(f"{resume} is a run of {owner}, not {milestone}: continue it with "
+                        f"`python -m milestones train {owner} --resume {resume}`")
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in saved.items() if k in names and k not in ("resume",)}
 
@@ -142,20 +182,34 @@ def check_common(cfg) -> None:
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    for name in ("steps", "threads"):
+    for name in ("log_every", "ckpt_every"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    for name in ("steps", "threads", "eval_every"):
         if getattr(cfg, name) < 0:
-            raise UserError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
     if not cfg.lr > 0:
         raise UserError(f"--lr must be positive, got {cfg.lr}")
 
 
-def train_command(cls, presets: dict, run, argv=None, prog: str = "train", doc: str = ""):
-    """The whole of a train script's main(): parse the flags (presets applied), call run(cfg, argv),
-    and turn user mistakes into one-line errors with exit status 2."""
+def train_command(cls, presets: dict, experiments, argv=None, prog: str = "train", doc: str = "",
+                  milestone: str = None):
+    """The whole of a train script's main(): parse the flags (presets applied), run the chosen experiment
+    `experiments[cfg.experiment](cfg, rt, argv)` on the runtime `setup` gives, and turn user mistakes into
+    one-line errors with exit status 2."""
+    from .device import setup
     from .errors import exit_on_user_error
 
-    description = (doc or "").strip().split("\n")[0]
-    return exit_on_user_error(lambda: run(parse_config(cls, argv, presets, prog=prog, description=description), argv))
+    description = _first_line(doc)
+    if callable(experiments):  # a bare run(cfg, argv) function
+        return exit_on_user_error(lambda: experiments(parse_config(cls, argv, presets, prog=prog,
+                                                                   description=description), argv))
+
+    def run():
+        cfg = parse_config(cls, argv, presets, prog, description, experiments, milestone)
+        with setup(cfg.device, cfg.precision, cfg.seed, cfg.threads) as rt:
+            return experiments[cfg.experiment](cfg, rt, argv)
+    return exit_on_user_error(run)
 
 
 def to_dict(cfg) -> dict:

@@ -58,8 +58,9 @@ class RunLogger:
     """Creates (or, on resume, reopens) a run directory and writes its records."""
 
     def __init__(self, milestone: str, model: str, config: dict, out_dir="runs", rt=None,
-                 run_dir=None, argv=None):
+                 run_dir=None, argv=None, cfg=None):
         self.is_main = rt is None or rt.is_main
+        self.milestone, self.model, self.rt, self.cfg = milestone, model, rt, cfg
         self.start = time.time()
         if run_dir is not None:
             self.dir = Path(run_dir)
@@ -106,7 +107,14 @@ class RunLogger:
             f.write(json.dumps(row, default=_json_default) + "\n")
 
     def summary(self, **card) -> dict:
-        """Write summary.json; insists on the contract's keys so `compare` can trust every card."""
+        """Write summary.json; insists on the contract's keys so `compare` can trust every card. What the run
+        itself knows (milestone, model, device, precision, world size, seed, preset) is filled in."""
+        known = dict(milestone=self.milestone, model=self.model)
+        if self.rt is not None:
+            known.update(device=self.rt.device_name, precision=self.rt.precision, world_size=self.rt.world_size)
+        if self.cfg is not None:
+            known.update(seed=self.cfg.seed, preset=self.cfg.preset)
+        card = {**known, **card}
         missing = [k for k in SUMMARY_KEYS if k not in card]
         if "epochs" not in card and "steps" not in card:
             missing.append("epochs|steps")

@@ -6,6 +6,7 @@ import math
 import sys
 
 import torch
+import torch.nn.functional as F
 
 from .checkpoint import find_checkpoint, load_checkpoint
 from .config import to_dict
@@ -46,22 +47,50 @@ def save_on_interrupt(save, rt):
 
 
 @torch.no_grad()
-def evaluate_classifier(model, loader, rt, prepare) -> tuple[float, float]:
-    """(mean cross-entropy, error rate) over a loader, summed across ranks. `prepare(x)` turns a stored
-    batch into model input (e.g. uint8 -> float on the device)."""
+def evaluate_classifier(model, loader, rt, prepare) -> dict:
+    """{"loss": mean cross-entropy, "error": error rate} over a loader, summed across ranks.
+
+    `prepare(x)` turns a stored batch into model input (e.g. uint8 -> float on the device). When it returns
+    several views of each example, shaped (K, B, ...) (e.g. AlexNet's ten test patches), the prediction is
+    the softmax averaged over the K views and the loss is its negative log-likelihood."""
     model.eval()
     totals = torch.zeros(3, device=rt.device)  # loss sum, wrong, count
     for x, y in loader:
         x, y = prepare(x), y.to(rt.device, non_blocking=True)
+        views = x.dim() == 5 and x.shape[1] == y.shape[0]  # (K, B, C, H, W)
         with rt.autocast():
-            logits = model(x)
-        totals[0] += torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-        totals[1] += (logits.argmax(-1) != y).sum()
+            logits = model(x.flatten(0, 1) if views else x).float()
+        if views:
+            p = logits.softmax(-1).unflatten(0, x.shape[:2]).mean(0)  # (B, classes)
+            totals[0] += F.nll_loss(p.clamp_min(1e-12).log(), y, reduction="sum")
+            totals[1] += (p.argmax(-1) != y).sum()
+        else:
+            totals[0] += F.cross_entropy(logits, y, reduction="sum")
+            totals[1] += (logits.argmax(-1) != y).sum()
         totals[2] += y.numel()
     rt.all_reduce_sum(totals)
     model.train()
     loss, wrong, n = totals.tolist()
-    return loss / max(n, 1), wrong / max(n, 1)
+    return {"loss": loss / max(n, 1), "error": wrong / max(n, 1)}
+
+
+@torch.no_grad()
+def evaluate_lm(model, loader, rt) -> float:
+    """Mean negative log-likelihood per token (nats) over a split of (x, y) windows, summed across ranks.
+    A recurrent model (`model(x, state) -> (logits, state)`) carries its state across the windows; a model
+    that returns logits alone sees each window on its own. Perplexity is exp of this mean."""
+    model.eval()
+    totals = torch.zeros(2, device=rt.device, dtype=torch.float64)  # NLL sum, tokens
+    state = None
+    for x, y in loader:
+        with rt.autocast():
+            out = model(x, state) if state is not None else model(x)
+        logits, state = out if isinstance(out, tuple) else (out, None)
+        totals[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
+        totals[1] += y.numel()
+    rt.all_reduce_sum(totals)
+    model.train()
+    return float(totals[0] / totals[1])
 
 
 def optimizer_step(loss, opt, scaler, clip: float = 0.0, params=None) -> None:

@@ -15,35 +15,33 @@ from dataclasses import dataclass, replace
 import torch
 
 from common import data
-from common.checkpoint import restore, save_checkpoint
-from common.config import TrainConfig, arg, parse_sizes, to_dict, train_command
-from common.device import count_params, mfu, setup
+from common.config import TrainConfig, arg, parse_sizes, train_command
+from common.device import mfu
 from common.errors import UserError
-from common.logging import Throughput, progress
-from common.loop import check_finite, evaluate_classifier, open_run, optimizer_step, save_on_interrupt
+from common.logging import progress
+from common.loop import evaluate_classifier, optimizer_step
+from common.session import Session, open_run
 
 from .model import LOSSES, MLP
 
 MILESTONE = "01_dnn"
+DIGITS = ("mnist", "mnist_1986_vs_modern")
 
 
 @dataclass
 class Config(TrainConfig):
-    experiment: str = arg("symmetry", "symmetry / xor: the paper's tasks, generated; mnist: real digits; "
-                          "mnist_1986_vs_modern: mnist twice at one budget, sigmoid + squared error vs ReLU + "
-                          "cross-entropy", choices=("symmetry", "xor", "mnist", "mnist_1986_vs_modern"))
+    experiment: str = arg("symmetry", "what to run (the list below)")
     hidden: str = arg("2", "hidden layer sizes, comma-separated (e.g. 800 or 500,300)")
     activation: str = arg("sigmoid", "hidden unit: sigmoid (the paper), tanh, relu", choices=("sigmoid", "tanh", "relu"))
     loss: str = arg("mse", "mse: the paper's 1/2 sum (y-d)^2 on logistic outputs; ce: softmax cross-entropy",
                     choices=("mse", "ce"))
     momentum: float = arg(0.9, "alpha in the paper's eq. 9")
-    weight_decay: float = arg(0.0, "L2 penalty")
+    weight_decay: float = arg(0.0, "L2 penalty", only=DIGITS)
     init_range: float = arg(0.3, "weights and biases uniform in [-r, r] as in the paper; 0 = modern init")
-    seeds: int = arg(10, "symmetry/xor: independent nets trained, seeds seed..seed+N-1")
-    dataset: str = arg("mnist", "mnist experiment: mnist or fashion_mnist", choices=("mnist", "fashion_mnist"))
-    schedule: str = arg("cosine", "learning-rate schedule over the run", choices=("cosine", "constant"))
-    eval_every: int = arg(0, "mnist: evaluate every N steps (0 = once an epoch)")
-    ckpt_every: int = arg(500, "mnist: save checkpoint.pt every N steps (and at every epoch end)")
+    seeds: int = arg(10, "independent nets trained, seeds seed..seed+N-1", only=("symmetry", "xor"))
+    dataset: str = arg("mnist", "mnist or fashion_mnist", choices=("mnist", "fashion_mnist"), only=DIGITS)
+    schedule: str = arg("cosine", "learning-rate schedule over the run", choices=("cosine", "constant"), only=DIGITS)
+    ckpt_every: int = arg(500, "save checkpoint.pt every N steps (and at the end, with the results)")
 
 
 PRESETS = {
@@ -97,7 +95,7 @@ def sweeps_to_solve(cfg: Config, x, d, sizes, seed: int) -> int | None:
     """Full-batch training (the weights change once per sweep through all patterns) until every pattern's
     output is on the right side of 0.5. Returns the sweeps taken, or None if not solved within cfg.epochs."""
     torch.manual_seed(seed)
-    model = MLP(sizes, cfg.activation, init_range=cfg.init_range or None)
+    model = MLP(sizes, cfg.activation, init_range=cfg.init_range or None).to(x.device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)  # dw = -eps dE/dw + alpha dw_prev
     loss_fn = LOSSES[cfg.loss]
     for sweep in range(1, cfg.epochs + 1):
@@ -113,6 +111,7 @@ def sweeps_to_solve(cfg: Config, x, d, sizes, seed: int) -> int | None:
 
 
 def run_patterns(cfg: Config, rt, argv) -> dict:
+    """the paper's own tasks, generated (symmetry: 6-2-1 net; xor: 2-2-1), trained from several seeds"""
     if cfg.resume:
         raise UserError(f"--resume is for the mnist experiment; {cfg.experiment} trains in seconds from scratch")
     if cfg.seeds < 1:
@@ -120,7 +119,8 @@ def run_patterns(cfg: Config, rt, argv) -> dict:
     x, d = symmetry_patterns() if cfg.experiment == "symmetry" else xor_patterns()
     sizes = [x.shape[1], *parse_sizes(cfg.hidden, "--hidden"), 1]
     name = "mlp-" + "-".join(map(str, sizes))
-    logger, _ = open_run(cfg, MILESTONE, f"{cfg.experiment}-{name}", rt, argv)
+    logger = open_run(cfg, rt, MILESTONE, f"{cfg.experiment}-{name}", argv)
+    x, d = x.to(rt.device), d.to(rt.device)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 64x6 batch: thread hand-offs would cost more than the arithmetic
     t0 = time.time()
@@ -134,14 +134,13 @@ def run_patterns(cfg: Config, rt, argv) -> dict:
     solved = [s for s in results if s is not None]
     median = statistics.median(solved) if solved else None
     paper = 1425 if cfg.experiment == "symmetry" and sizes == [6, 2, 1] else None
-    card = logger.summary(
-        milestone=MILESTONE, model=name, dataset=f"{cfg.experiment} ({len(x)} patterns, generated)",
+    card = logger.summary(  # precision: these tiny nets always train in fp32, whatever --precision says
+        model=name, dataset=f"{cfg.experiment} ({len(x)} patterns, generated)",
         metric="sweeps_to_solve (median)", value=median, paper_value=paper,
         paper_source="Rumelhart, Hinton & Williams 1986, symmetry: 1,425 sweeps" if paper else None,
         params=sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])), train_seconds=round(seconds, 2),
         examples_per_second=round(sum(s or cfg.epochs for s in results) * len(x) / seconds, 1),
-        device="cpu", precision="fp32", world_size=1, epochs=cfg.epochs, seed=cfg.seed, preset=cfg.preset,
-        solved=f"{len(solved)}/{len(results)}", sweeps_per_seed=results,
+        precision="fp32", epochs=cfg.epochs, solved=f"{len(solved)}/{len(results)}", sweeps_per_seed=results,
     )
     if rt.is_main:
         shown = ", ".join("-" if s is None else str(s) for s in results)
@@ -157,6 +156,7 @@ def run_patterns(cfg: Config, rt, argv) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 
 def run_mnist(cfg: Config, rt, argv) -> dict:
+    """784-800-10 MLP on real digits (Simard et al. 2003's 1.6%); --activation sigmoid --loss mse is 1986's recipe"""
     splits = data.load(cfg.dataset, cfg.data_dir)
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
     train = data.TensorLoader(x_train, y_train, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
@@ -170,79 +170,45 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
     sizes = [784, *parse_sizes(cfg.hidden, "--hidden"), 10]
     model = MLP(sizes, cfg.activation, init_range=cfg.init_range or None).to(rt.device)
     name = f"mlp-{'-'.join(map(str, sizes))}-{cfg.activation}-{cfg.loss}"
-    steps_per_epoch = len(train)
-    total = cfg.steps or cfg.epochs * steps_per_epoch
+    total = cfg.steps or cfg.epochs * len(train)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg.schedule, total))
     scaler = rt.grad_scaler()
-    logger, state = open_run(cfg, MILESTONE, name, rt, argv)
-    step = 0
-    if state is not None:
-        restore(state, model, opt, sched, scaler)
-        step = state["step"]
+    sess = Session(cfg, rt, open_run(cfg, rt, MILESTONE, name, argv), total, len(train))
+    sess.attach(model, opt, sched, scaler)
     net = rt.wrap(model, compile=cfg.compile)
-    loss_fn = LOSSES[cfg.loss]
-    # the paper's sum over cases would make the step size depend on the batch size: use the mean for minibatches
-    reduction = "mean"
-
-    def save(**extra):
-        if rt.is_main:
-            save_checkpoint(logger.checkpoint_path, model, opt, sched, scaler, step=step, config=to_dict(cfg), **extra)
-        return logger.checkpoint_path
-
-    eval_every = cfg.eval_every or steps_per_epoch
-    meter, t_start = Throughput(warmup=2), time.time()
-    train_seconds = state.get("train_seconds", 0.0) if state else 0.0
-    bar = progress(total=total, initial=step, desc=f"{MILESTONE} {name}", rt=rt, unit="step")
-    test_err = state.get("test_error") if state else None
-    with save_on_interrupt(save, rt):
-        while step < total:
-            epoch, start = divmod(step, steps_per_epoch)
+    loss_fn = LOSSES[cfg.loss]  # the paper sums over cases; minibatches use the mean so the step size is batch-free
+    with sess:
+        while sess.running:
+            epoch, start = sess.position()
             for x, y in train.batches(epoch, start):
-                meter.start()
                 with rt.autocast():
                     logits = net(prepare(x))
-                loss = loss_fn(logits, y.to(rt.device, non_blocking=True), reduction=reduction)
+                loss = loss_fn(logits, y.to(rt.device, non_blocking=True), reduction="mean")
                 optimizer_step(loss, opt, scaler)
                 sched.step()
-                step += 1
-                meter.stop(cfg.batch_size)  # the global batch: ranks step in lockstep
-                if step % 50 == 0 or step == total:
-                    value = check_finite(loss, step)
-                    bar.set_postfix(loss=f"{value:.4f}", ex_s=f"{meter.rate:,.0f}")
-                    logger.log(step, "train", epoch=step / steps_per_epoch, loss=value, lr=sched.get_last_lr()[0],
-                               examples_per_second=meter.rate)
-                bar.update(1)
-                if step % eval_every == 0 or step == total:
-                    test_loss, test_err = evaluate_classifier(net, test, rt, prepare)
-                    logger.log(step, "test", epoch=step / steps_per_epoch, loss=test_loss, error=test_err)
-                    if rt.is_main:
-                        bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): test loss {test_loss:.4f}, "
-                                  f"test error {test_err:.2%}")
-                if step % cfg.ckpt_every == 0 and step < total:  # the last one is written below, with results
-                    save()
-                if step == total:
+                sess.step(cfg.batch_size)  # the global batch: ranks step in lockstep
+                if sess.due("log"):
+                    sess.log("train", loss=loss, lr=sched.get_last_lr()[0])
+                if sess.due("eval"):
+                    sess.log("test", **evaluate_classifier(net, test, rt, prepare))
+                if not sess.running:
                     break
-    bar.close()
-    train_seconds += time.time() - t_start
-    save(train_seconds=train_seconds, test_error=test_err)
+    test_err = sess.results["test_error"]
     paper = 0.016 if cfg.dataset == "mnist" and sizes == [784, 800, 10] and cfg.loss == "ce" else None
-    card = logger.summary(
-        milestone=MILESTONE, model=name, dataset=cfg.dataset, metric="test_error", value=test_err,
-        paper_value=paper, paper_source="Simard, Steinkraus & Platt 2003 (2-layer MLP, 800 HU, CE)" if paper else None,
-        params=count_params(model), train_seconds=round(train_seconds, 2),
-        examples_per_second=round(meter.rate, 1), device=rt.device_name, precision=rt.precision,
-        world_size=rt.world_size, steps=step, epochs=round(step / steps_per_epoch, 3), seed=cfg.seed,
-        preset=cfg.preset, mfu=mfu(6 * sum(l.weight.numel() for l in model.layers), meter.rate, rt),
+    card = sess.summary(
+        dataset=cfg.dataset, metric="test_error", value=test_err, paper_value=paper,
+        paper_source="Simard, Steinkraus & Platt 2003 (2-layer MLP, 800 HU, CE)" if paper else None,
+        mfu=mfu(6 * sum(l.weight.numel() for l in model.layers), sess.rate, rt),
     )
     if rt.is_main:
         print(f"{name}: test error {test_err:.2%}" + (f" (paper: {paper:.1%})" if paper else "") +
-              f"; {train_seconds:.0f} s, {meter.rate:,.0f} examples/s; run record: {logger.dir}")
+              f"; {card['train_seconds']:.0f} s, {sess.rate:,.0f} examples/s; run record: {sess.run.dir}")
     return card
 
 
 def run_eras(cfg: Config, rt, argv) -> dict:
-    """Train the same MLP twice on MNIST: the 1986 units and loss, then the modern ones. Two run records."""
+    """the mnist MLP twice at one budget: 1986's sigmoid + squared error vs ReLU + cross-entropy (two run records)"""
     if cfg.resume:
         raise UserError("--resume one arm at a time: --experiment mnist --resume RUN_DIR")
     cards = {}
@@ -265,13 +231,8 @@ def _schedule(kind: str, total: int):
 EXPERIMENTS = {"symmetry": run_patterns, "xor": run_patterns, "mnist": run_mnist, "mnist_1986_vs_modern": run_eras}
 
 
-def run(cfg: Config, argv=None):
-    with setup(cfg.device, cfg.precision, cfg.seed, cfg.threads) as rt:
-        return EXPERIMENTS[cfg.experiment](cfg, rt, argv)
-
-
 def main(argv=None, prog="python -m milestones train 01_dnn"):
-    return train_command(Config, PRESETS, run, argv, prog, __doc__)
+    return train_command(Config, PRESETS, EXPERIMENTS, argv, prog, __doc__, MILESTONE)
 
 
 if __name__ == "__main__":

@@ -221,7 +221,7 @@ def train(cfg: Config, rt, argv) -> dict:
                                examples_per_second=meter.rate)
                 bar.update(1)
                 if step % eval_every == 0 or step == total:
-                    _, test_err = evaluate_classifier(net, test_set, rt, prepare)
+                    test_err = evaluate_classifier(net, test_set, rt, prepare)["error"]
                     logger.log(step, "test", epoch=step / steps_per_epoch, error=test_err)
                     if rt.is_main:
                         bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): test error {test_err:.2%}")

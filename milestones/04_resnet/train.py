@@ -175,7 +175,7 @@ def fit(cfg: Config, rt, name: str, train, test, logger, state=None, ckpt_path=N
                                error=wrong / n, lr=sched.get_last_lr()[0], examples_per_second=meter.rate, **tag)
                 bar.update(1)
                 if step % eval_every == 0 or step == total:
-                    test_loss, test_err = evaluate_classifier(net, test, rt, prepare)
+                    test_loss, test_err = evaluate_classifier(net, test, rt, prepare).values()
                     logger.log(step, "test", epoch=round(step / steps_per_epoch, 4), loss=test_loss,
                                error=test_err, **tag)
                     if rt.is_main:

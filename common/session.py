@@ -1,0 +1,264 @@
+"""A training loop's bookkeeping, written once: everything a loop does besides the model's own math.
+
+A milestone's train.py keeps its recipe in sight (batches, forward, loss, optimizer step) and hands the
+rest to a Session:
+
+    sess = Session(cfg, rt, run, total=total, steps_per_epoch=len(train))
+    sess.attach(model, opt, sched, scaler)        # on --resume: weights, optimizer, step, time, RNG restored
+    with sess:                                    # Ctrl-C or SIGTERM: save at the step reached, say how to resume
+        while sess.running:
+            epoch, start = sess.position()
+            for x, y in train.batches(epoch, start):
+                loss = F.cross_entropy(net(x), y)
+                optimizer_step(loss, opt, scaler)
+                sched.step()
+                sess.step(len(y))                 # counts the step: progress bar, throughput, periodic checkpoint
+                if sess.due("log"):
+                    sess.log("train", loss=loss, lr=sched.get_last_lr()[0])
+                if sess.due("eval"):
+                    sess.log("test", **evaluate(...))
+                if not sess.running:
+                    break
+    card = sess.summary(metric="test_error", value=sess.results["test_error"], ...)   # final save + summary.json
+
+What it owns:
+- resume: the step, the elapsed training time and whatever the loop stored (`sess.results`, `extra`) come back;
+- when to log, evaluate and checkpoint (--log-every, --eval-every, --ckpt-every; always at the last step);
+- throughput: wall time between steps, leaving out the first WARMUP steps after a (re)start (compilation,
+  autotuning) and the time spent in evaluation and checkpointing;
+- stopping cleanly: the first Ctrl-C or SIGTERM (what a cluster scheduler sends before preempting a job) lets
+  the current step finish, saves the state at the step reached and exits 130 / 143 with the --resume command;
+  a second one stops at once, without saving. Under torchrun the ranks agree at each log point to stop together;
+- the single final save, with the results, and the summary card's common fields.
+"""
+
+import math
+import signal
+import sys
+import threading
+import time
+
+import torch
+
+from .checkpoint import find_checkpoint, load_checkpoint, restore, save_checkpoint
+from .config import to_dict
+from .device import count_params
+from .errors import UserError
+from .logging import RunLogger, progress
+
+WARMUP = 2  # steps left out of the throughput after every (re)start
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, as a shell reports it
+
+
+def open_run(cfg, rt, milestone: str, model_name: str, argv=None) -> RunLogger:
+    """The run directory: a new one, or the one a --resume checkpoint lives in (it keeps writing there)."""
+    run_dir = find_checkpoint(cfg.resume).parent if cfg.resume else None
+    return RunLogger(milestone, model_name, to_dict(cfg), cfg.out_dir, rt, run_dir=run_dir, argv=argv, cfg=cfg)
+
+
+def check_finite(loss, step: int, hint: str = "lower --lr, or try --precision fp32") -> float:
+    """The loss as a float; a clear error (not silent garbage) once it is NaN or infinite."""
+    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+    if not math.isfinite(value):
+        raise UserError(f"loss is {value} at step {step}: training diverged ({hint}); "
+                        f"the last checkpoint, if any, is unaffected")
+    return value
+
+
+class Stop(Exception):
+    """Raised at a step boundary once Ctrl-C or SIGTERM has asked the run to stop."""
+
+
+class Session:
+    """One training loop inside a run: its step counter, clock, progress bar, schedule and checkpoint."""
+
+    def __init__(self, cfg, rt, run: RunLogger, total: int, steps_per_epoch: int, *, checkpoint=None,
+                 tag: dict = None, desc: str = None, unit: str = "examples"):
+        if total < 1:
+            raise UserError(f"nothing to train: {total} steps (check --steps, --epochs and the data size)")
+        self.cfg, self.rt, self.run = cfg, rt, run
+        self.total, self.steps_per_epoch = total, max(1, steps_per_epoch)
+        self.checkpoint_path = checkpoint or run.checkpoint_path
+        self.tag = dict(tag or {})
+        self.unit = unit  # what step(n) counts: "examples" or "tokens"
+        self.desc = desc or f"{run.milestone} {run.model}"
+        self.step_count = 0
+        self.results = {}  # the latest evaluation values (and anything the loop wants kept in checkpoints)
+        self.extra = None  # () -> dict of more state to checkpoint (e.g. an LSTM's carried hidden state)
+        self._objects = {}
+        self._seconds_before = 0.0  # training time of the runs this one resumes
+        self._count, self._seconds, self._skip, self._mark = 0, 0.0, WARMUP, None
+        self._t0 = None  # when the loop was entered (None outside it)
+        self._stop_signal = None
+        self._old_handlers = {}
+        self._bar = None
+        self._last_saved = None
+
+    # ---- resume --------------------------------------------------------------------------------------
+    def attach(self, model, optimizer=None, scheduler=None, scaler=None, extra=None, resume=True) -> dict:
+        """Register what a checkpoint holds; on --resume, restore it. Returns the loaded checkpoint (or {})."""
+        self.model = model
+        self._objects = dict(optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        self.extra = extra
+        if not (resume and self.cfg.resume):
+            return {}
+        state = load_checkpoint(self.cfg.resume)
+        owner = state.get("milestone")
+        if owner is not None and owner != self.run.milestone:
+            raise UserError(f"{self.cfg.resume} is a checkpoint of {owner}, not {self.run.milestone}")
+        restore(state, model, **self._objects)
+        self.step_count = int(state.get("step", 0))
+        self._seconds_before = float(state.get("train_seconds", 0.0))
+        self.results = dict(state.get("results", {}))
+        self._last_saved = self.step_count
+        return state
+
+    # ---- the loop --------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.step_count < self.total
+
+    def position(self) -> tuple[int, int]:
+        """(epoch, batch within it) of the next step: where the data loader should start."""
+        return divmod(self.step_count, self.steps_per_epoch)
+
+    @property
+    def epoch(self) -> float:
+        return self.step_count / self.steps_per_epoch
+
+    def step(self, n: int) -> None:
+        """One optimizer step done, on `n` examples (or tokens) summed over ranks."""
+        now = time.perf_counter()
+        if self._mark is not None:
+            if self._skip > 0:
+                self._skip -= 1
+            else:
+                self._seconds += now - self._mark
+                self._count += n
+        self.step_count += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        if self.due("ckpt") and self.running:  # the last one is written by summary(), with the results
+            self.save()
+        self._honour_stop()
+        self._mark = time.perf_counter()
+
+    def due(self, what: str) -> bool:
+        """Is a log / eval / ckpt due at the step just taken? (Always at the last step.)"""
+        every = {"log": self.cfg.log_every, "eval": self.cfg.eval_every or self.steps_per_epoch,
+                 "ckpt": self.cfg.ckpt_every}[what]
+        return self.step_count % every == 0 or self.step_count == self.total
+
+    @property
+    def rate(self) -> float:
+        """Examples (or tokens) per second over the measured steps."""
+        return self._count / self._seconds if self._seconds > 0 else 0.0
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall time inside the loop, over this run and the ones it resumes."""
+        return self._seconds_before + (time.time() - self._t0 if self._t0 is not None else 0.0)
+
+    def log(self, split: str, **metrics) -> dict:
+        """A metrics.jsonl row at the current step. Tensors are read here (the only host sync); a non-finite
+        training loss is a clear error. Rows of other splits are kept in `results` as `<split>_<name>`."""
+        values = {k: (v.detach().float().item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v)
+                  for k, v in metrics.items()}
+        if split == "train":
+            if "loss" in values:
+                check_finite(values["loss"], self.step_count)
+            values[f"{self.unit}_per_second"] = self.rate
+            if self._bar is not None:
+                shown = {k: f"{v:.4g}" for k, v in values.items() if k in ("loss", "error", "lr")}
+                self._bar.set_postfix(**shown, **{self.unit[:3] + "/s": f"{self.rate:,.0f}"})
+        else:
+            self.results.update({f"{split}_{k}": v for k, v in values.items()})
+            if self.rt.is_main and self._bar is not None:
+                shown = ", ".join(f"{split} {k} {_short(k, v)}" for k, v in values.items())
+                self._bar.write(f"{self.desc} step {self.step_count} (epoch {self.epoch:.2f}): {shown}")
+        self.run.log(self.step_count, split, epoch=round(self.epoch, 4), **values, **self.tag)
+        self._mark = time.perf_counter()  # evaluation time is not training time
+        return values
+
+    # ---- saving and stopping ------------------------------------------------------------------------------
+    def save(self, **more):
+        """Write the checkpoint (rank 0) atomically; returns its path."""
+        if self.rt.is_main:
+            extra = self.extra() if self.extra is not None else {}
+            save_checkpoint(self.checkpoint_path, self.model, **self._objects, step=self.step_count,
+                            config=to_dict(self.cfg), milestone=self.run.milestone, train_seconds=self.train_seconds,
+                            results=self.results, **extra, **more)
+        self._last_saved = self.step_count
+        self._mark = time.perf_counter()
+        return self.checkpoint_path
+
+    def _on_signal(self, signum, frame):
+        if self._stop_signal is not None:  # the second one: stop now
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+        if self.rt.is_main:
+            print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once, unsaved)",
+                  file=sys.stderr)
+
+    def _honour_stop(self) -> None:
+        stop = self._stop_signal is not None
+        if self.rt.distributed:  # every rank must leave the loop at the same step
+            if not self.due("log"):
+                return
+            flag = torch.tensor([float(stop)], device=self.rt.device)
+            stop = self.rt.all_reduce_sum(flag).item() > 0
+        if stop:
+            raise Stop
+
+    def __enter__(self) -> "Session":
+        self._t0 = time.time()
+        self._mark = time.perf_counter()
+        if threading.current_thread() is threading.main_thread():
+            for sig in EXIT_CODES:
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        self._bar = progress(total=self.total, initial=self.step_count, desc=self.desc, rt=self.rt, unit="step")
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        self._seconds_before, self._t0 = self.train_seconds, None  # the clock stops with the loop
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        self._old_handlers = {}
+        self._bar.close()
+        if kind is Stop:
+            path = self.save()
+            name = signal.Signals(self._stop_signal or signal.SIGINT).name
+            if self.rt.is_main:
+                print(f"{name}: state saved at step {self.step_count} to {path}\ncontinue with: python -m milestones "
+                      f"train {self.run.milestone} --resume {self.run.dir}", file=sys.stderr)
+            raise SystemExit(EXIT_CODES.get(self._stop_signal, 130)) from None
+        if kind is KeyboardInterrupt:
+            if self.rt.is_main:
+                where = f" is at step {self._last_saved}: {self.checkpoint_path}" if self._last_saved else ": none"
+                print(f"\nstopped at once, not saved; the last checkpoint{where}", file=sys.stderr)
+            raise SystemExit(130) from None
+        return False
+
+    # ---- the end -----------------------------------------------------------------------------------------
+    def finish(self, **more) -> None:
+        """The single final save (with the results) once the loop is done."""
+        self.save(**more)
+
+    def card(self) -> dict:
+        """The summary fields a session knows: size, time, speed, progress."""
+        card = dict(params=count_params(self.model), train_seconds=round(self.train_seconds, 2),
+                    examples_per_second=round(self.rate, 1), steps=self.step_count, epochs=round(self.epoch, 3))
+        if self.unit == "tokens":
+            card["tokens_per_second"] = card["examples_per_second"]
+        return card
+
+    def summary(self, **card) -> dict:
+        """Final save, then summary.json with the session's and the run's common fields filled in."""
+        self.finish()
+        return self.run.summary(**{**self.card(), **card})
+
+
+def _short(key: str, v) -> str:
+    if isinstance(v, float):
+        return f"{v:.2%}" if "error" in key or "acc" in key else f"{v:.4f}"
+    return str(v)
