@@ -1,0 +1,10 @@
+"""06 — The Transformer (Vaswani et al. 2017) for translation, and the decoder-only GPT language model
+(Radford et al. 2018) built from the same attention."""
+
+META = dict(
+    year=2017,
+    title="The Transformer",
+    paper="Vaswani et al. 2017; Radford et al. 2018",
+    dataset="Multi30k de-en, Tiny Shakespeare",
+    metric="BLEU / val_loss",
+)
