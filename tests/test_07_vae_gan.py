@@ -150,6 +150,19 @@ def test_elbo_below_importance_sampled_likelihood_which_grows_with_k(fitted_vae,
     assert is1.mean() < ll[10].mean() < ll[100].mean()
 
 
+def test_bf16_autocast_keeps_the_bounds_and_losses_in_float32():
+    torch.manual_seed(0)
+    model = vae.VAE(784, (200, 200), 50)
+    x = torch.bernoulli(torch.full((4, 784), 0.3))
+    G, D = gan.DCGenerator(100, 28, 1, 8), gan.DCDiscriminator(28, 1, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bound, ll = vae.elbo(model, x), vae.importance_log_likelihood(model, x, k=10)
+        fake = D(G(G.noise(4)))
+        losses = gan.discriminator_loss(D(torch.rand(4, 1, 28, 28) * 2 - 1), fake), gan.generator_loss(fake)
+    assert bound.dtype == ll.dtype == torch.float32 and torch.isfinite(bound).all() and torch.isfinite(ll).all()
+    assert all(loss.dtype == torch.float32 and torch.isfinite(loss) for loss in losses)
+
+
 def test_binarize_draws_each_pixel_with_its_intensity():
     x = torch.tensor([[0, 255, 128]], dtype=torch.uint8).expand(100_000, 3)
     b = vae.binarize(x, torch.Generator().manual_seed(0))
