@@ -62,8 +62,8 @@ def attention(q, k, v, mask=None, dropout_p: float = 0.0, impl: str = "fast", ca
 
 
 class MultiHeadAttention(nn.Module):
-    """Sec. 3.2.2: h heads of d_k = d_v = d_model / h. W_Q, W_K, W_V, W_O carry biases (the paper writes
-    none; common implementations, including the authors' tensor2tensor, have them as an option).
+    """Sec. 3.2.2: h heads of d_k = d_v = d_model / h. W_Q, W_K, W_V, W_O carry biases: the paper's equations
+    have none, common implementations (nn.MultiheadAttention, fairseq, the Annotated Transformer) do.
 
     `dropout` acts on the attention weights. keep_weights=True computes with the scratch path and keeps the
     last (B, h, Tq, Tk) weights, detached, on `last_weights` (for figures).
