@@ -10,19 +10,17 @@
 
 import importlib
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from common import data
-from common.checkpoint import restore, save_checkpoint
-from common.config import TrainConfig, arg, parse_sizes, to_dict, train_command
-from common.device import count_params, setup
+from common.config import TrainConfig, arg, parse_sizes, train_command
+from common.device import count_params
 from common.errors import UserError
-from common.logging import Throughput, progress
-from common.loop import check_finite, evaluate_classifier, open_run, optimizer_step, save_on_interrupt
+from common.loop import evaluate_classifier, optimizer_step
+from common.session import Session, open_run
 
 from . import figures, inputs
 from .model import LeNet1989, LeNet5, is_faithful, map_loss, mse_criterion, squared_error
@@ -37,17 +35,18 @@ PAPER_ETA = [0.0005] * 2 + [0.0002] * 3 + [0.0001] * 3 + [0.00005] * 4 + [0.0000
 
 @dataclass
 class Config(TrainConfig):
-    experiment: str = arg("lenet5", "lenet5 (1998), lenet1989 (the zip-code net, 16x16 input), mlp (01_dnn's MLP "
-                          "at LeNet-5's parameter budget: what weight sharing buys)",
-                          choices=("lenet5", "lenet1989", "mlp"))
-    activation: str = arg("scaled_tanh", "lenet5: 1.7159 tanh(2a/3) (the paper) or relu", choices=("scaled_tanh", "relu"))
-    pool: str = arg("subsample", "lenet5: subsample (trainable coefficient + bias, the paper) or max",
-                    choices=("subsample", "max"))
-    c3: str = arg("table", "lenet5: C3 connections, table (the paper's Table I) or full", choices=("table", "full"))
-    output: str = arg("rbf", "lenet5: rbf (Euclidean RBF units with fixed +-1 codes, the paper) or softmax",
-                      choices=("rbf", "softmax"))
-    criterion: str = arg("map", "rbf output: map (eq. 9, the paper's) or mse (eq. 8)", choices=("map", "mse"))
-    rbf_j: float = arg(10.0, "the constant j of eq. 9: the rubbish class's fixed penalty")
+    experiment: str = arg("lenet5", "what to train (the list below)")
+    activation: str = arg("scaled_tanh", "1.7159 tanh(2a/3) (the paper) or relu", choices=("scaled_tanh", "relu"),
+                          only="lenet5")
+    pool: str = arg("subsample", "subsample (trainable coefficient + bias, the paper) or max",
+                    choices=("subsample", "max"), only="lenet5")
+    c3: str = arg("table", "C3 connections, table (the paper's Table I) or full", choices=("table", "full"),
+                  only="lenet5")
+    output: str = arg("rbf", "rbf (Euclidean RBF units with fixed +-1 codes, the paper) or softmax",
+                      choices=("rbf", "softmax"), only="lenet5")
+    criterion: str = arg("map", "rbf output: map (eq. 9, the paper's) or mse (eq. 8)", choices=("map", "mse"),
+                         only="lenet5")
+    rbf_j: float = arg(10.0, "the constant j of eq. 9: the rubbish class's fixed penalty", only="lenet5")
     distort: bool = arg(False, "the paper's random affine distortions of every training digit, on the device")
     optimizer: str = arg("sgd", "sgd (momentum) or sdlm (the paper's stochastic diagonal Levenberg-Marquardt)",
                          choices=("sgd", "sdlm"))
@@ -57,10 +56,7 @@ class Config(TrainConfig):
                         "--lr), cosine, constant", choices=("paper", "cosine", "constant"))
     mu: float = arg(0.02, "sdlm: mu of eps_k = eta / (mu + h_kk)")
     hessian_samples: int = arg(500, "sdlm: patterns the curvature is estimated on before every pass")
-    mlp_hidden: str = arg("75", "mlp: hidden sizes (784-75-10 has 59,635 parameters, LeNet-5 60,000)")
-    eval_every: int = arg(0, "evaluate on the test set every N steps (0 = once an epoch)")
-    log_every: int = arg(50, "log the training loss every N steps")
-    ckpt_every: int = arg(1000, "save checkpoint.pt every N steps (and at the end)")
+    mlp_hidden: str = arg("75", "hidden sizes (784-75-10 has 59,635 parameters, LeNet-5 60,000)", only="mlp")
 
 
 PRESETS = {
@@ -88,19 +84,12 @@ PRESETS = {
 
 
 def check(cfg: Config) -> None:
-    if cfg.experiment != "lenet5":
-        changed = [f"--{k}" for k, default in (("activation", "scaled_tanh"), ("pool", "subsample"), ("c3", "table"),
-                                                ("output", "rbf")) if getattr(cfg, k) != default]
-        if changed:
-            raise UserError(f"{', '.join(changed)}: only for --experiment lenet5, not {cfg.experiment}")
     if cfg.optimizer == "sdlm" and (cfg.experiment == "mlp" or (cfg.experiment == "lenet5" and cfg.output != "rbf")):
         raise UserError("--optimizer sdlm needs a squared-error output: the RBF LeNet-5 or lenet1989")
     if cfg.rbf_j < 0:
         raise UserError(f"--rbf-j must be >= 0, got {cfg.rbf_j}")
     if not cfg.mu > 0 or cfg.hessian_samples < 1:
         raise UserError("--mu must be positive and --hessian-samples at least 1")
-    if min(cfg.eval_every, cfg.log_every - 1, cfg.ckpt_every - 1) < 0:
-        raise UserError("--eval-every must be >= 0, --log-every and --ckpt-every >= 1")
 
 
 def build(cfg: Config):
@@ -146,6 +135,7 @@ def lr_factor(kind: str, total: int, steps_per_epoch: int):
 
 
 def train(cfg: Config, rt, argv) -> dict:
+    """one LeNet (lenet5: 1998, lenet1989: the zip-code net) or 01's MLP, trained on MNIST"""
     check(cfg)
     (x_train, y_train), (x_test, y_test) = mnist_for(cfg.experiment, cfg.data_dir)
     train_set = data.TensorLoader(x_train, y_train, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
@@ -164,6 +154,7 @@ def train(cfg: Config, rt, argv) -> dict:
 
     model, name, criterion = build(cfg)
     model = model.to(rt.device, memory_format=fmt)
+    name += "-distort" if cfg.distort else ""
     steps_per_epoch = len(train_set)
     total = cfg.steps or cfg.epochs * steps_per_epoch
     if cfg.optimizer == "sdlm":
@@ -172,82 +163,51 @@ def train(cfg: Config, rt, argv) -> dict:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg.schedule, total, steps_per_epoch))
     scaler = rt.grad_scaler()
-    logger, state = open_run(cfg, MILESTONE, name + ("-distort" if cfg.distort else ""), rt, argv)
-    step = 0
-    if state is not None:
-        restore(state, model, opt, sched, scaler)
-        step = state["step"]
+    sess = Session(cfg, rt, open_run(cfg, rt, MILESTONE, name, argv), total, steps_per_epoch)
+    sess.attach(model, opt, sched, scaler)
     net = rt.wrap(model, compile=cfg.compile)
     if rt.is_main:
         print(f"{name}: {count_params(model):,} trainable parameters; {total:,} steps of {cfg.batch_size} "
               f"({total / steps_per_epoch:.2f} epochs) on {rt.device_name}, {rt.precision}")
 
-    def save(**extra):
-        if rt.is_main:
-            save_checkpoint(logger.checkpoint_path, model, opt, sched, scaler, step=step, config=to_dict(cfg),
-                            **extra)
-        return logger.checkpoint_path
-
-    def curvature():  # SDLM: h_kk on the first `hessian_samples` patterns of this pass's order
-        idx = train_set.indices(step // steps_per_epoch)[:cfg.hessian_samples]
+    def curvature(epoch):  # SDLM: h_kk on the first `hessian_samples` patterns of this pass's order
+        idx = train_set.indices(epoch)[:cfg.hessian_samples]
         x = prepare(train_set.tensors[0][idx.to(train_set.tensors[0].device)], train=True)
         outputs, c = (model.features, 2.0) if cfg.experiment == "lenet5" else (model, 1.0)
         params = [p for g in opt.param_groups for p in g["params"]]
         opt.set_curvature(gauss_newton_diagonal(outputs, params, x, c))
 
-    eval_every = cfg.eval_every or steps_per_epoch
-    meter, t_start = Throughput(), time.time()
-    train_seconds = state.get("train_seconds", 0.0) if state else 0.0
-    test_err = state.get("test_error") if state else None
-    bar = progress(total=total, initial=step, desc=f"{MILESTONE} {name}", rt=rt, unit="step")
-    with save_on_interrupt(save, rt):
-        while step < total:
-            epoch, start = divmod(step, steps_per_epoch)
+    with sess:
+        while sess.running:
+            epoch, start = sess.position()
             if cfg.optimizer == "sdlm" and start == 0:  # mid-pass, a resumed run has h in the optimizer state
-                curvature()
+                curvature(epoch)
             for x, y in train_set.batches(epoch, start):
-                meter.start()
                 with rt.autocast():
                     scores = net(prepare(x, train=True))
                 loss = criterion(scores, y.to(rt.device, non_blocking=True))
                 optimizer_step(loss, opt, scaler)
                 sched.step()
-                step += 1
-                meter.stop(cfg.batch_size)  # the global batch: ranks step in lockstep
-                if step % cfg.log_every == 0 or step == total:
-                    value = check_finite(loss, step)
-                    bar.set_postfix(loss=f"{value:.4f}", ex_s=f"{meter.rate:,.0f}")
-                    logger.log(step, "train", epoch=step / steps_per_epoch, loss=value, lr=sched.get_last_lr()[0],
-                               examples_per_second=meter.rate)
-                bar.update(1)
-                if step % eval_every == 0 or step == total:
-                    test_err = evaluate_classifier(net, test_set, rt, prepare)["error"]
-                    logger.log(step, "test", epoch=step / steps_per_epoch, error=test_err)
-                    if rt.is_main:
-                        bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): test error {test_err:.2%}")
-                if step % cfg.ckpt_every == 0 or step == total:
-                    save()
-                if step == total:
+                sess.step(cfg.batch_size)  # the global batch: ranks step in lockstep
+                if sess.due("log"):
+                    sess.log("train", loss=loss, lr=sched.get_last_lr()[0])
+                if sess.due("eval"):
+                    sess.log("test", error=evaluate_classifier(net, test_set, rt, prepare)["error"])
+                if not sess.running:
                     break
-    bar.close()
-    train_seconds += time.time() - t_start
-    save(train_seconds=train_seconds, test_error=test_err)
-    wrong = write_figures(cfg, model, test_set, prepare, logger.dir) if rt.is_main else None
+    test_err = sess.results["test_error"]
+    wrong = write_figures(cfg, model, test_set, prepare, sess.run.dir) if rt.is_main else None
     paper, source = paper_value(cfg, model)
-    card = logger.summary(
-        milestone=MILESTONE, model=name + ("-distort" if cfg.distort else ""), dataset=dataset_name(cfg),
-        metric="test_error", value=test_err, paper_value=paper, paper_source=source, params=count_params(model),
-        train_seconds=round(train_seconds, 2), examples_per_second=round(meter.rate, 1),
-        device=rt.device_name, precision=rt.precision, world_size=rt.world_size, steps=step,
-        epochs=round(step / steps_per_epoch, 3), seed=cfg.seed, preset=cfg.preset, experiment=cfg.experiment,
+    card = sess.summary(
+        dataset=dataset_name(cfg), metric="test_error", value=test_err, paper_value=paper, paper_source=source,
+        experiment=cfg.experiment, test_errors_count=wrong,
         options=dict(activation=cfg.activation, pool=cfg.pool, c3=cfg.c3, output=cfg.output, distort=cfg.distort,
                      optimizer=cfg.optimizer, criterion=cfg.criterion if cfg.output == "rbf" else None),
-        test_errors_count=wrong,
     )
     if rt.is_main:
-        print(f"{card['model']}: test error {test_err:.2%}" + (f" (paper: {paper:.2%})" if paper else "") +
-              f"; {count_params(model):,} parameters; {train_seconds:.0f} s, {meter.rate:,.0f} "
-              f"examples/s; run record: {logger.dir}")
+        print(f"{name}: test error {test_err:.2%}" + (f" (paper: {paper:.2%})" if paper else "") +
+              f"; {card['params']:,} parameters; {card['train_seconds']:.0f} s, {sess.rate:,.0f} "
+              f"examples/s; run record: {sess.run.dir}")
     return card
 
 
@@ -284,13 +244,11 @@ def write_figures(cfg: Config, model, test_set, prepare, run_dir) -> int:
     return len(wrong_x)
 
 
-def run(cfg: Config, argv=None) -> dict:
-    with setup(cfg.device, cfg.precision, cfg.seed, cfg.threads) as rt:
-        return train(cfg, rt, argv)
+EXPERIMENTS = {"lenet5": train, "lenet1989": train, "mlp": train}
 
 
 def main(argv=None, prog="python -m milestones train 02_cnn_lenet"):
-    return train_command(Config, PRESETS, run, argv, prog, __doc__)
+    return train_command(Config, PRESETS, EXPERIMENTS, argv, prog, __doc__, MILESTONE)
 
 
 if __name__ == "__main__":
