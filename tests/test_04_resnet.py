@@ -1,6 +1,7 @@
 """04_resnet: the paper's CIFAR and ImageNet ResNets (parameter counts, multiply-adds, shortcuts), the
 residual equation, the recipe's schedule, and the training / degradation-experiment CLI."""
 
+import ast
 import importlib
 
 import pytest
@@ -8,10 +9,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.logging import SUMMARY_KEYS
-from tests.conftest import only_run_dir, read_metrics, read_summary, run_cli
+from common.data.cifar import MEAN, STD
+from tests.conftest import REPO, only_run_dir, read_metrics, read_summary, run_cli
 
 M = importlib.import_module("milestones.04_resnet.model")
+R = importlib.import_module("milestones.04_resnet.recipe")
 T = importlib.import_module("milestones.04_resnet.train")
 
 
@@ -36,13 +38,17 @@ def cifar_params_by_hand(depth: int) -> int:
 def test_cifar_parameter_counts_match_table_6(depth, exact, paper_millions):
     net = M.resnet_cifar(depth)
     assert n_params(net) == exact == cifar_params_by_hand(depth)
-    assert float(f"{exact / 1e6:.2g}") == paper_millions
+    assert float(f"{n_params(net) / 1e6:.2g}") == paper_millions
     assert n_params(M.resnet_cifar(depth, "plain")) == exact  # option A adds no parameters to the plain net
 
 
-def test_resnet_1202_has_19_4_million_parameters():
-    assert cifar_params_by_hand(1202) == 19_421_274
-    assert f"{19_421_274 / 1e6:.1f}" == "19.4"  # the model itself is built in test_cifar_depths_build
+def test_resnet_1202_is_1202_layers_and_19_4_million_parameters():
+    net = M.resnet_cifar(1202)  # n = 200: about 2 s to build
+    assert len(net.blocks) == 3 * 200
+    weighted = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(weighted) == 1202  # first conv + 2 per block + fc (option A shortcuts have no layers)
+    assert n_params(net) == cifar_params_by_hand(1202) == 19_421_274
+    assert round(n_params(net) / 1e6, 1) == 19.4  # Table 6
 
 
 @pytest.mark.parametrize("depth, params, gmacs", [
@@ -137,18 +143,12 @@ def test_depth_not_6n_plus_2_is_refused(depth):
         M.resnet_cifar(depth)
 
 
-def test_cifar_depths_build():
-    for depth in (8, 14, 1202):
-        assert M.cifar_blocks_per_stage(depth) == (depth - 2) // 6
-    assert n_params(M.resnet_cifar(1202)) == 19_421_274
-
-
 def test_paper_schedule_and_warm_up():
-    lam = T.lr_lambda(64000, [0.5, 0.75], 0)
+    lam = R.lr_lambda(64000, [0.5, 0.75], 0)
     assert [lam(s) for s in (0, 31999, 32000, 47999, 48000, 63999)] == [1, 1, 0.1, 0.1, 0.1 ** 2, 0.1 ** 2]
     cfg = T.Config()
-    assert T.warmup_for("resnet110", cfg) == 400 and T.warmup_for("resnet56", cfg) == 0
-    warm = T.lr_lambda(64000, [0.5, 0.75], 400)
+    assert R.warmup_for("resnet110", cfg) == 400 and R.warmup_for("resnet56", cfg) == 0
+    warm = R.lr_lambda(64000, [0.5, 0.75], 400)
     assert warm(399) == 0.1 and warm(400) == 1  # 0.01 = 0.1 x 0.1, then back to 0.1
 
 
@@ -156,7 +156,7 @@ def test_overfits_one_batch_of_real_images(data_root):
     from common import data
     from common.data.augment import normalize
     x, y = data.load("cifar10", data_root)["train"]
-    x, y = normalize(x[:32], T.MEAN, T.STD), y[:32]
+    x, y = normalize(x[:32], MEAN, STD), y[:32]
     torch.manual_seed(0)
     net = M.resnet_cifar(8)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
@@ -169,30 +169,16 @@ def test_overfits_one_batch_of_real_images(data_root):
     assert (net.eval()(x).argmax(1) == y).all()
 
 
-def test_smoke_run_writes_the_run_record(tmp_path, data_root):
+def test_smoke_run_card_and_evaluation_schedule(tmp_path, data_root):
     card = T.main(["--preset", "smoke", "--out-dir", str(tmp_path)])
     run = only_run_dir(tmp_path, "04_resnet")
-    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "summary.json", "checkpoint.pt"}
     summary = read_summary(run)
-    assert set(SUMMARY_KEYS) <= set(summary) and summary["steps"] == 6 and summary["model"] == "resnet8"
+    assert summary["steps"] == 6 and summary["model"] == "resnet8"
     assert summary["dataset"] == "CIFAR-10 (JPEG-q75 mirror)" and summary["params"] == 75_290
     assert 0 < summary["value"] <= 1 and summary["value"] == card["value"]
     rows = read_metrics(run)
     assert [r["step"] for r in rows if r["split"] == "test"] == [3, 6]
     assert all(0 <= r["error"] <= 1 for r in rows)
-
-
-def test_resume_continues_exactly(tmp_path, data_root):
-    flags = ["--preset", "smoke", "--lr-drops", "", "--ckpt-every", "2"]
-    T.main([*flags, "--steps", "6", "--out-dir", str(tmp_path / "full")])
-    T.main([*flags, "--steps", "3", "--out-dir", str(tmp_path / "half")])
-    half = only_run_dir(tmp_path / "half", "04_resnet")
-    T.main(["--resume", str(half), "--steps", "6"])
-    full = torch.load(only_run_dir(tmp_path / "full", "04_resnet") / "checkpoint.pt", weights_only=True)
-    resumed = torch.load(half / "checkpoint.pt", weights_only=True)
-    assert resumed["step"] == full["step"] == 6
-    for k, v in full["model"].items():
-        assert torch.equal(v, resumed["model"][k]), k
 
 
 def test_degradation_smoke_writes_curves_plot_and_numbers(tmp_path, data_root, capsys):
@@ -208,6 +194,20 @@ def test_degradation_smoke_writes_curves_plot_and_numbers(tmp_path, data_root, c
     finals = [row for row in read_metrics(run) if row["split"] == "final"]
     assert [row["model"] for row in finals] == ["plain8", "plain14", "resnet8", "resnet14"]
     assert "plain14 training error" in capsys.readouterr().out
+    assert not (run / "checkpoint.pt").exists()
+    for name in errors:  # one checkpoint per net, holding that net after the last step
+        state = torch.load(run / f"checkpoint-{name}.pt", weights_only=True)
+        assert state["step"] == 4 and state["results"]["test_error"] == summary["test_error"][name]
+        M.build(name).load_state_dict(state["model"])  # strict: the keys and shapes of that very net
+
+
+def test_degradation_does_not_import_train():
+    """No import circle: train.py and degradation.py both build on recipe.py, which imports neither."""
+    def imported(module):
+        tree = ast.parse((REPO / "milestones" / "04_resnet" / f"{module}.py").read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+    assert "train" not in imported("degradation")
+    assert not {"train", "degradation"} & imported("recipe")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -215,13 +215,20 @@ def test_degradation_smoke_writes_curves_plot_and_numbers(tmp_path, data_root, c
     (["--model", "vgg16"], "resnet<depth> or plain<depth>"),
     (["--lr-drops", "0.5,2"], "--lr-drops takes fractions"),
     (["--experiment", "degradation", "--models", "resnet20"], "at least two models"),
-    (["--experiment", "degradation", "--resume", "somewhere"], "does not resume"),
     (["--batch-size", "60000"], "larger than the training set"),
 ])
 def test_bad_input_is_a_clear_message(args, message, tmp_path, capsys, data_root):
     with pytest.raises(SystemExit) as e:
         T.main(["--preset", "smoke", "--out-dir", str(tmp_path), *args])
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_degradation_refuses_to_resume(tmp_path, capsys, data_root):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"")  # it must not even be read
+    with pytest.raises(SystemExit) as e:
+        T.main(["--experiment", "degradation", "--preset", "smoke", "--resume", str(tmp_path / "run")])
+    assert e.value.code == 2 and "does not resume" in capsys.readouterr().err
 
 
 def test_bad_depth_from_the_command_line_exits_2_without_a_traceback(tmp_path):

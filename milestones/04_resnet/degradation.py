@@ -10,12 +10,11 @@ Trains each model of --models with the same recipe, one after the other, into on
     checkpoint-<model>.pt  each trained net
 """
 
-from common.device import count_params
 from common.errors import UserError
-from common.loop import open_run
 from common.plot import line_plot
+from common.session import open_run
 
-from .train import DATASET, MILESTONE, fit, load_data, make_model, parse_drops
+from .recipe import DATASET, MILESTONE, fit, load_data, make_model, parse_drops
 
 
 def tail_mean(curve, fraction: float = 0.2) -> float:
@@ -47,6 +46,7 @@ def verdict(results: dict) -> str:
 
 
 def run_degradation(cfg, rt, argv) -> dict:
+    """plain vs residual nets of --models in one run: training error by depth (the paper's Figure 6)"""
     if cfg.resume:
         raise UserError("the degradation experiment does not resume; it restarts from scratch (each trained net "
                         "is kept as checkpoint-<model>.pt in its run directory)")
@@ -57,33 +57,33 @@ def run_degradation(cfg, rt, argv) -> dict:
         make_model(name, cfg)
     parse_drops(cfg.lr_drops)
     train, test = load_data(cfg, rt)
-    logger, _ = open_run(cfg, MILESTONE, "degradation", rt, argv)
-    results, params, seconds, rates = {}, {}, 0.0, {}
+    run = open_run(cfg, rt, MILESTONE, "degradation", argv)
+    results, cards = {}, {}
     for name in names:
-        r = fit(cfg, rt, name, train, test, logger, ckpt_path=logger.dir / f"checkpoint-{name}.pt")
-        results[name] = dict(train_error=tail_mean(r["curve"]), test_error=r["test_error"], curve=r["curve"])
-        params[name] = count_params(r["model"])
-        seconds += r["train_seconds"]
-        rates[name] = round(r["examples_per_second"], 1)
-        logger.log(r["steps"], "final", epoch=round(r["epochs"], 4), model=name, train_error=results[name]["train_error"],
-                   test_error=r["test_error"])
+        sess, curve = fit(cfg, rt, name, train, test, run, one_of_several=True)
+        sess.finish()  # checkpoint-<name>.pt
+        cards[name] = sess.card()
+        results[name] = dict(train_error=tail_mean(curve), test_error=sess.results["test_error"], curve=curve)
+        run.log(sess.step_count, "final", epoch=round(sess.epoch, 4), model=name,
+                train_error=results[name]["train_error"], test_error=results[name]["test_error"])
     series = {name: ([s for s, _ in v["curve"]], [100 * e for _, e in v["curve"]]) for name, v in results.items()}
     plot = None
     if rt.is_main:
-        plot = line_plot(series, logger.dir / "training_error.png", xlabel="iteration", ylabel="training error (%)",
+        plot = line_plot(series, run.dir / "training_error.png", xlabel="iteration", ylabel="training error (%)",
                          title=f"{DATASET}: plain vs residual ({cfg.steps or cfg.epochs} "
                                f"{'steps' if cfg.steps else 'epochs'}, batch {cfg.batch_size})")
     said, gaps = verdict(results), depth_gaps(results)
     plain_gap = gaps.get("plain", (None, None, None))[2]
-    card = logger.summary(
-        milestone=MILESTONE, model="degradation:" + ",".join(names), dataset=DATASET,
+    params = {n: c["params"] for n, c in cards.items()}
+    rates = {n: c["examples_per_second"] for n, c in cards.items()}
+    card = run.summary(
+        model="degradation:" + ",".join(names), dataset=DATASET,
         metric="training error, deepest minus shallowest plain net (> 0: degradation)",
         value=None if plain_gap is None else round(plain_gap, 4), paper_value=None,
         paper_source="He et al. 2015, Figure 6: plain-56 trains worse than plain-20; ResNet-56 better than ResNet-20",
-        params=max(params.values()), train_seconds=round(seconds, 2),
-        examples_per_second=round(sum(rates.values()) / len(rates), 1), device=rt.device_name, precision=rt.precision,
-        world_size=rt.world_size, steps=r["steps"], epochs=round(r["epochs"], 3), seed=cfg.seed, preset=cfg.preset,
-        train_error={n: round(v["train_error"], 4) for n, v in results.items()},
+        params=max(params.values()), train_seconds=round(sum(c["train_seconds"] for c in cards.values()), 2),
+        examples_per_second=round(sum(rates.values()) / len(rates), 1), steps=sess.step_count,
+        epochs=round(sess.epoch, 3), train_error={n: round(v["train_error"], 4) for n, v in results.items()},
         test_error={n: v["test_error"] for n, v in results.items()}, params_per_model=params,
         examples_per_second_per_model=rates,
         residual_gap=round(gaps["resnet"][2], 4) if "resnet" in gaps else None, verdict=said,
@@ -93,5 +93,5 @@ def run_degradation(cfg, rt, argv) -> dict:
         print(f"\n{'model':<10} {'params':>9} {'train err':>10} {'test err':>9}")
         for n, v in results.items():
             print(f"{n:<10} {params[n]:>9,} {v['train_error']:>10.2%} {v['test_error']:>9.2%}")
-        print(f"{said}\nplot: {plot}\nrun record: {logger.dir}")
+        print(f"{said}\nplot: {plot}\nrun record: {run.dir}")
     return card

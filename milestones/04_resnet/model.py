@@ -142,9 +142,6 @@ class ResNet(nn.Module):
 # CIFAR-10 family (section 4.2): 32x32 inputs, 6n+2 weighted layers
 # ---------------------------------------------------------------------------------------------------------
 
-CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # Table 6: n = 3, 5, 7, 9, 18, 200
-
-
 def cifar_blocks_per_stage(depth: int) -> int:
     """n for a 6n+2-layer CIFAR network: the first conv, 3 stages of n two-layer blocks, the fc layer."""
     if depth < 8 or (depth - 2) % 6:
@@ -216,7 +213,8 @@ def count_multiply_adds(model: nn.Module, input_size=(1, 3, 224, 224)) -> int:
     was_training = model.training
     model.eval()
     try:
-        model(torch.zeros(input_size))
+        p = next(model.parameters())
+        model(torch.zeros(input_size, device=p.device, dtype=p.dtype))  # where the model is
     finally:
         for h in hooks:
             h.remove()
