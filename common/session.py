@@ -86,6 +86,7 @@ class Session:
         self.results = {}  # the latest evaluation values (and anything the loop wants kept in checkpoints)
         self.extra = None  # () -> dict of more state to checkpoint (e.g. an LSTM's carried hidden state)
         self._objects = {}
+        self._resumable = True
         self._seconds_before = 0.0  # training time of the runs this one resumes
         self._count, self._seconds, self._skip, self._mark = 0, 0.0, WARMUP, None
         self._t0 = None  # when the loop was entered (None outside it)
@@ -100,6 +101,7 @@ class Session:
         self.model = model
         self._objects = dict(optimizer=optimizer, scheduler=scheduler, scaler=scaler)
         self.extra = extra
+        self._resumable = resume
         if not (resume and self.cfg.resume):
             return {}
         state = load_checkpoint(self.cfg.resume)
@@ -229,8 +231,9 @@ class Session:
             path = self.save()
             name = signal.Signals(self._stop_signal or signal.SIGINT).name
             if self.rt.is_main:
-                print(f"{name}: state saved at step {self.step_count} to {path}\ncontinue with: python -m milestones "
-                      f"train {self.run.milestone} --resume {self.run.dir}", file=sys.stderr)
+                then = (f"continue with: python -m milestones train {self.run.milestone} --resume {self.run.dir}"
+                        if self._resumable else "this experiment does not resume: run it again to start over")
+                print(f"{name}: state saved at step {self.step_count} to {path}\n{then}", file=sys.stderr)
             raise SystemExit(EXIT_CODES.get(self._stop_signal, 130)) from None
         if kind is KeyboardInterrupt:
             if self.rt.is_main:

@@ -12,9 +12,9 @@ COURSE = ["01_dnn", "02_cnn_lenet", "03_alexnet", "04_resnet", "05_lstm", "06_tr
 
 # What the course promises for milestones whose folder does not exist yet.
 PLANNED = {
-    "06_transformer": dict(year=2017, title="The Transformer", paper="Vaswani et al. 2017; Radford et al. 2018",
+    "06_transformer": dict(year=2017, title="The Transformer", short="Vaswani et al. 2017", paper="Vaswani et al. 2017; Radford et al. 2018",
                            dataset="Multi30k de-en, Tiny Shakespeare", metric="BLEU / val_loss"),
-    "07_vae_gan_diffusion": dict(year=2013, title="VAE, GAN/DCGAN, DDPM",
+    "07_vae_gan_diffusion": dict(year=2013, title="VAE, GAN/DCGAN, DDPM", short="Kingma 2013 to Ho 2020",
                                  paper="Kingma & Welling 2013; Goodfellow et al. 2014; Radford et al. 2015; "
                                        "Ho et al. 2020", dataset="MNIST, CIFAR-10", metric="NLL bound / FID"),
 }

@@ -8,14 +8,18 @@ import sys
 from common.errors import UserError, exit_on_user_error
 
 from . import COURSE, is_built, meta
-from .compare import format_table
+from .compare import WIDTH, format_table
 
 
 def cmd_list(args) -> None:
     rows = [meta(m) for m in COURSE]
-    header = ("id", "year", "paper", "dataset", "headline metric", "status")
-    table = [(r["id"], str(r["year"]), r["paper"], r["dataset"], r["metric"], r["status"]) for r in rows]
-    print(format_table(header, table))
+    if args.wide:
+        header = ("id", "year", "paper", "dataset", "headline metric", "status")
+        table = [(r["id"], str(r["year"]), r["paper"], r["dataset"], r["metric"], r["status"]) for r in rows]
+    else:
+        header = ("id", "year", "milestone", "paper", "status")
+        table = [(r["id"], str(r["year"]), r["title"], r["short"], r["status"]) for r in rows]
+    print(format_table(header, table, width=None if args.wide else WIDTH))
 
 
 def _resolve(mid: str) -> str:
@@ -45,7 +49,7 @@ def cmd_sample(args, rest) -> None:
 def cmd_compare(args) -> None:
     from .compare import compare
 
-    print(compare(args.runs, args.format))
+    print(compare(args.runs, args.format, args.wide))
 
 
 def cmd_course(args) -> None:
@@ -63,7 +67,8 @@ def main(argv=None) -> None:
                                 description="Run the history of deep learning: train, sample and compare its "
                                             "milestone models.")
     sub = p.add_subparsers(dest="command", required=True, metavar="{list,train,sample,compare,course}")
-    sub.add_parser("list", help="the milestones in course order")
+    lst = sub.add_parser("list", help="the milestones in course order")
+    lst.add_argument("--wide", action="store_true", help="full paper names and datasets (wider than 100 columns)")
     t = sub.add_parser("train", help="train a milestone (flags after the id go to its train script; "
                                      "`train <id> --help` lists them)")
     t.add_argument("milestone", help="milestone id, e.g. 01_dnn (or 01, or dnn)")
@@ -72,6 +77,7 @@ def main(argv=None) -> None:
     c = sub.add_parser("compare", help="one row per run: our numbers beside the papers'")
     c.add_argument("--runs", default="runs", help="directory searched for summary.json files")
     c.add_argument("--format", default="table", choices=("table", "markdown", "csv"))
+    c.add_argument("--wide", action="store_true", help="every column, uncut (the table otherwise fits 100 columns)")
     sub.add_parser("course", help="the reading order: each milestone and its notes")
 
     if argv and argv[0] in ("train", "sample") and len(argv) >= 2 and not argv[1].startswith("-"):

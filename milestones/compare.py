@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 from common.errors import UserError
@@ -21,8 +22,11 @@ def load_summaries(runs: str) -> list[dict]:
     for path in sorted(root.rglob("summary.json")):
         try:
             card = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # a half-written or foreign file is skipped, not fatal
+            if not isinstance(card, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:  # a half-written or foreign file is skipped, not fatal
+            print(f"warning: skipping {path}: unreadable ({type(e).__name__})", file=sys.stderr)
+            continue
         card["run"] = str(path.parent.relative_to(root))
         cards.append(card)
     return sorted(cards, key=lambda c: (c.get("milestone", ""), c.get("model", ""), c["run"]))
@@ -42,7 +46,7 @@ def _fmt(key: str, v) -> str:
     return str(v)
 
 
-def compare(runs: str = "runs", fmt: str = "table") -> str:
+def compare(runs: str = "runs", fmt: str = "table", wide: bool = False) -> str:
     cards = load_summaries(runs)
     if not cards:
         raise UserError(f"no summary.json under {runs}: finish a training run first")
@@ -59,11 +63,28 @@ def compare(runs: str = "runs", fmt: str = "table") -> str:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
-    return format_table(header, rows)
+    if not wide:  # the columns a reader compares; --wide (or csv/markdown) has them all
+        keep = [i for i, (k, _) in enumerate(COLUMNS) if k in NARROW]
+        header, rows = [header[i] for i in keep], [[r[i] for i in keep] for r in rows]
+    return format_table(header, rows, width=None if wide else WIDTH)
 
 
-def format_table(header, rows) -> str:
-    """Plain-text columns, padded to the widest cell."""
+WIDTH = 100  # a terminal's columns, which the plain tables fit unless --wide
+NARROW = ("milestone", "model", "dataset", "metric", "value", "paper_value", "params", "train_seconds")
+FLOORS = {"milestone": 12, "model": 22, "metric": 12, "dataset": 12}  # how far a column may be cut before the others
+
+
+def format_table(header, rows, width: int = None) -> str:
+    """Plain-text columns, padded to the widest cell; with `width`, the widest columns are cut (ending in '~')
+    until a line fits."""
+    rows = [[str(x) for x in r] for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()
+    floor = [max(len(h), 6, FLOORS.get(h, 0)) for h in header]
+    while width and sum(widths) + 2 * (len(widths) - 1) > width:
+        i = max(range(len(widths)), key=lambda j: widths[j] - floor[j])
+        if widths[i] <= floor[i]:
+            break
+        widths[i] -= 1
+    cut = lambda x, w: x if len(x) <= w else x[:w - 1] + "~"
+    line = lambda r: "  ".join(cut(str(x), w).ljust(w) for x, w in zip(r, widths)).rstrip()
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])

@@ -160,13 +160,59 @@ def test_compare_without_runs_is_a_clear_error(tmp_path):
     assert r.returncode == 2 and "no runs directory" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_list_shows_the_whole_course_in_order():
+def test_list_shows_the_whole_course_in_order_within_100_columns():
     r = run_cli("list")
     assert r.returncode == 0, r.stderr
-    ids = [line.split()[0] for line in r.stdout.splitlines()[2:]]
+    lines = r.stdout.splitlines()
+    ids = [line.split()[0] for line in lines[2:]]
     assert ids == ["01_dnn", "02_cnn_lenet", "03_alexnet", "04_resnet", "05_lstm", "06_transformer",
                    "07_vae_gan_diffusion"]
-    assert "1986" in r.stdout and "built" in r.stdout and "planned" in r.stdout
+    assert "1986" in r.stdout and "built" in r.stdout
+    assert max(map(len, lines)) <= 100
+    wide = run_cli("list", "--wide").stdout
+    assert "Rumelhart, Hinton & Williams 1986, Nature 323:533" in wide and max(map(len, wide.splitlines())) > 100
+
+
+def test_compare_fits_100_columns_and_skips_an_unreadable_summary_with_a_warning(tmp_path):
+    long = "a-model-name-much-longer-than-any-column-should-be-allowed-to-get"
+    RunLogger("01_dnn", "m", {}, out_dir=tmp_path).summary(**_card(model=long, dataset="x" * 60))
+    bad = tmp_path / "02_cnn_lenet" / "broken"
+    bad.mkdir(parents=True)
+    (bad / "summary.json").write_text('{"milestone": "02_cnn_lenet", "val')  # cut off mid-write
+    r = run_cli("compare", "--runs", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "warning: skipping" in r.stderr and "broken" in r.stderr
+    assert "01_dnn" in r.stdout and max(map(len, r.stdout.splitlines())) <= 100
+    wide = run_cli("compare", "--runs", tmp_path, "--wide").stdout
+    assert long in wide and "examples_per_second" not in wide and "ex/s" in wide
+
+
+def test_session_schedule_and_throughput_leave_out_warm_up_and_evaluation(tmp_path):
+    """The session counts steps, says when log/eval/ckpt are due, and measures examples/s only over training
+    steps after the first WARMUP (evaluation time between a step and the next is not training time)."""
+    import time
+    from common.config import TrainConfig
+    from common.session import WARMUP, Session
+
+    cfg = TrainConfig(out_dir=str(tmp_path), log_every=2, eval_every=3, ckpt_every=100)
+    rt = Runtime(device=torch.device("cpu"))
+    run = RunLogger("01_dnn", "m", {}, out_dir=tmp_path, rt=rt, cfg=cfg)
+    sess = Session(cfg, rt, run, total=7, steps_per_epoch=5)
+    sess.attach(torch.nn.Linear(2, 2))
+    due = []
+    with sess:
+        while sess.running:
+            time.sleep(0.01)  # a training step
+            sess.step(10)
+            due.append((sess.step_count, sess.due("log"), sess.due("eval")))
+            if sess.due("eval"):
+                time.sleep(0.2)  # an evaluation: must not count
+                sess.log("test", error=0.5)
+    assert [d for d in due if d[1]] == [(2, True, False), (4, True, False), (6, True, True), (7, True, True)]
+    assert [d[0] for d in due if d[2]] == [3, 6, 7] and sess.position() == (1, 2)
+    assert sess._count == 10 * (7 - WARMUP)
+    assert 10 / 0.03 < sess.rate < 10 / 0.009  # ~1000 examples/s: the sleeps of evaluation left out
+    assert sess.results == {"test_error": 0.5} and sess.train_seconds > 0.6
 
 
 def test_mfu_uses_the_datasheet_peak_and_is_none_off_gpu():

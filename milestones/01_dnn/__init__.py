@@ -1,6 +1,7 @@
 """01 — Learning representations by back-propagating errors (Rumelhart, Hinton & Williams, 1986)."""
 
 META = dict(
+    short='Rumelhart et al. 1986',
     year=1986,
     title="Backpropagation in multi-layer networks",
     paper="Rumelhart, Hinton & Williams 1986, Nature 323:533",

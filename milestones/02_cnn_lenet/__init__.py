@@ -1,6 +1,7 @@
 """02 — Convolutional networks: LeCun et al. 1989 (zip codes) and LeNet-5 (LeCun, Bottou, Bengio & Haffner 1998)."""
 
 META = dict(
+    short='LeCun et al. 1989, 1998',
     year=1989,
     title="Convolutional networks (LeNet)",
     paper="LeCun et al. 1989, Neural Computation 1:541; LeCun, Bottou, Bengio & Haffner 1998, Proc. IEEE 86:2278",

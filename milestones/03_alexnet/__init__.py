@@ -1,6 +1,7 @@
 """03 — ImageNet Classification with Deep Convolutional Neural Networks (Krizhevsky, Sutskever & Hinton, 2012)."""
 
 META = dict(
+    short='Krizhevsky et al. 2012',
     year=2012,
     title="AlexNet",
     paper="Krizhevsky, Sutskever & Hinton 2012, NeurIPS 25",

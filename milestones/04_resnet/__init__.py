@@ -1,6 +1,7 @@
 """04 — Deep residual learning (He, Zhang, Ren & Sun, 2015), with Batch Normalization (Ioffe & Szegedy, 2015)."""
 
 META = dict(
+    short='He et al. 2015',
     year=2015,
     title="Residual networks + BatchNorm",
     paper="He, Zhang, Ren & Sun 2015, arXiv:1512.03385 (CVPR 2016); Ioffe & Szegedy 2015",

@@ -2,6 +2,7 @@
 (Zaremba, Sutskever & Vinyals 2014)."""
 
 META = dict(
+    short='Hochreiter & Schmidhuber 1997',
     year=1997,
     title="Long short-term memory",
     paper="Hochreiter & Schmidhuber 1997; Gers et al. 2000; Zaremba et al. 2014",

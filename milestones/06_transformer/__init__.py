@@ -2,6 +2,7 @@
 (Radford et al. 2018) built from the same attention."""
 
 META = dict(
+    short='Vaswani et al. 2017',
     year=2017,
     title="The Transformer",
     paper="Vaswani et al. 2017; Radford et al. 2018",

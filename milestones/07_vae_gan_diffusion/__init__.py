@@ -3,6 +3,7 @@ nets (Goodfellow et al. 2014) and their convolutional form DCGAN (Radford, Metz 
 denoising diffusion probabilistic models (Ho, Jain & Abbeel 2020)."""
 
 META = dict(
+    short='Kingma 2013 to Ho 2020',
     year=2013,
     title="VAE, GAN/DCGAN, DDPM",
     paper="Kingma & Welling 2013; Goodfellow et al. 2014; Radford et al. 2015; Ho et al. 2020",
