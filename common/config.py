@@ -35,7 +35,7 @@ def arg(default, help: str, choices=None, only=None):
 
 @dataclass
 class TrainConfig:
-    """What every train script accepts (DESIGN.md, command-line contract)."""
+    """What every train script accepts (docs/DESIGN.md, command-line contract)."""
 
     preset: str = arg("default", "recipe: paper (the paper's, for a GPU), default (close to the paper on one GPU "
                       "in minutes), quick (a few CPU minutes that still learn), smoke (seconds, for tests)")

@@ -101,10 +101,6 @@ class Runtime:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -1,4 +1,4 @@
-"""Run records (DESIGN.md contract) and progress bars.
+"""Run records (docs/DESIGN.md, run-record contract) and progress bars.
 
     runs/<milestone>/<timestamp>-<model>/
         config.json     resolved config, command line, torch version, device name, git commit

@@ -28,16 +28,12 @@ class TensorLoader:
         self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.local_batch = batch_size // world_size
-        self.epoch = 0
 
     def __len__(self) -> int:
         """Batches per epoch on this rank."""
         if self.drop_last:
             return self.n // self.batch_size
         return math.ceil(len(range(self.rank, self.n, self.world_size)) / self.local_batch)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def indices(self, epoch: int) -> torch.Tensor:
         """This rank's example indices for one epoch, in order.
@@ -56,9 +52,8 @@ class TensorLoader:
             return order[: steps * self.batch_size].view(steps, self.world_size, self.local_batch)[:, self.rank].reshape(-1)
         return order[self.rank::self.world_size]
 
-    def batches(self, epoch: int = None, start: int = 0):
-        """Yield batches of `epoch` (default: the one set), skipping the first `start` (to resume mid-epoch)."""
-        epoch = self.epoch if epoch is None else epoch
+    def batches(self, epoch: int = 0, start: int = 0):
+        """Yield the batches of `epoch`, skipping the first `start` (to resume mid-epoch)."""
         idx = self.indices(epoch).to(self.tensors[0].device)
         for b in range(start, len(self)):
             sel = idx[b * self.local_batch:(b + 1) * self.local_batch]
