@@ -352,6 +352,23 @@ def test_beam_search_batched_equals_one_at_a_time_and_translate_keeps_order():
     assert model.training  # mode restored
 
 
+def test_transformer_decodes_the_same_with_and_without_its_cache():
+    model_06 = importlib.import_module("milestones.06_transformer.model")
+    torch.manual_seed(1)  # an untrained net that rarely says <eos>: each sentence runs to its own limit,
+    net = model_06.Transformer(12, d_model=32, n_layers=2, h=4, d_ff=64, dropout=0.0, max_len=64).eval()
+    lengths = [5, 2, 8, 3]  # so sentences leave the batch (and the cache) at different steps
+    src = _sources(12, lengths, seed=1)
+    plain = decode.greedy(net, src, 1, 2, cache=False)
+    assert [len(h) for h in plain] == [n + 50 for n in lengths]
+    assert decode.greedy(net, src, 1, 2, cache=True) == plain == decode.beam_search(net, src, 1, 2, beam=1)
+    beams = decode.beam_search(net, src, 1, 2, beam=4, cache=False)
+    assert decode.beam_search(net, src, 1, 2, beam=4, cache=True) == beams
+    net.max_len = 40  # (the sinusoid table is longer; only the limit changes)
+    assert [len(h) for h in decode.greedy(net, src, 1, 2)] == [40] * 4  # never past the model's positions
+    with pytest.raises(UserError, match="reorder_cache"):
+        decode.greedy(StubModel(12), src, 1, 2, cache=True)
+
+
 def test_length_penalty_is_wu_et_al():
     assert decode.length_penalty(1, 0.6) == 1.0
     assert math.isclose(decode.length_penalty(10, 0.6), (15 / 6) ** 0.6)

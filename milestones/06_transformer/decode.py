@@ -5,7 +5,10 @@ Both decoders need only two calls of the model:
     memory, src_keep = model.encode(src)              # (B, S, d), (B, 1, 1, S) bool
     logits = model.decode(tgt_in, memory, src_keep)   # (B, T) prefix -> (B, T, V)
 
-and re-read the whole prefix at every step (no key/value cache): slower, but exact for any model.
+By default they re-read the whole prefix at every step, which any such model supports. A model that also
+keeps a key/value cache (decode(..., cache) accepting only the newest token, plus
+reorder_cache(cache, rows) to follow the surviving rows) is decoded incrementally with cache=True: the
+same outputs, in one decoder step per token instead of a re-read of the prefix.
 
 Section 6.1 of the paper: "We used beam search with a beam size of 4 and length penalty alpha = 0.6 ...
 We set the maximum output length during inference to input length + 50, but terminate early when
@@ -30,27 +33,49 @@ def length_penalty(length, alpha: float):
     return ((5 + length) / 6) ** alpha
 
 
-def _limits(src_keep: torch.Tensor, max_len) -> torch.Tensor:
-    """Most tokens each sentence may generate: max_len, or its source length + 50 (the paper). (B,) on CPU."""
+def _limits(model, src_keep: torch.Tensor, max_len) -> torch.Tensor:
+    """Most tokens each sentence may generate: max_len, or its source length + 50 (the paper), and never more
+    positions than the model has (its max_len attribute, if any). (B,) on CPU."""
     B = src_keep.shape[0]
     if max_len is not None:
         if max_len < 1:
             raise UserError(f"max_len must be at least 1, got {max_len}")
-        return torch.full((B,), int(max_len))
-    return src_keep.reshape(B, -1).sum(1).cpu() + EXTRA_LENGTH
+        limit = torch.full((B,), int(max_len))
+    else:
+        limit = src_keep.reshape(B, -1).sum(1).cpu() + EXTRA_LENGTH
+    if getattr(model, "max_len", None):
+        limit = limit.clamp(max=model.max_len)  # the decoder reads <bos> + limit - 1 tokens at most
+    return limit
+
+
+def _use_cache(model, cache) -> dict | None:
+    """A fresh cache when asked for (cache=True, or None and the model can reorder one), else None."""
+    if cache is None:
+        cache = hasattr(model, "reorder_cache")
+    if cache and not hasattr(model, "reorder_cache"):
+        raise UserError(f"{type(model).__name__} has no reorder_cache: decode it with cache=False")
+    return {} if cache else None
+
+
+def _step(model, ys, memory, src_keep, cache) -> torch.Tensor:
+    """log P(next token | prefix ys (n, t)) in float32: (n, V)."""
+    inp = ys if cache is None else ys[:, -1:]  # with a cache, only the newest token is new
+    return F.log_softmax(model.decode(inp, memory, src_keep, cache)[:, -1].float(), dim=-1)
 
 
 @torch.no_grad()
-def greedy(model, src: torch.Tensor, bos: int, eos: int, max_len: int = None) -> list[list[int]]:
+def greedy(model, src: torch.Tensor, bos: int, eos: int, max_len: int = None, cache: bool = None) -> list[list[int]]:
     """The most probable next token at each step, for a batch src (B, S). Each output stops at its <eos>
-    (not included) or after max_len tokens (default: its source length + 50)."""
+    (not included) or after max_len tokens (default: its source length + 50). cache: see the module doc
+    (None: use one if the model has reorder_cache)."""
     memory, src_keep = model.encode(src)
-    limit = _limits(src_keep, max_len)
+    limit = _limits(model, src_keep, max_len)
+    kv = _use_cache(model, cache)
     out = [None] * src.shape[0]
     alive = torch.arange(src.shape[0])  # sentences still decoding
     ys = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)  # (b, t + 1)
     for t in range(1, int(limit.max()) + 1):
-        logp = F.log_softmax(model.decode(ys, memory, src_keep)[:, -1].float(), dim=-1)  # (b, V)
+        logp = _step(model, ys, memory, src_keep, kv)  # (b, V)
         token = logp.argmax(-1)  # (b,)
         ys = torch.cat([ys, token[:, None]], 1)
         done = (token == eos).cpu() | (limit[alive] <= t)
@@ -62,12 +87,14 @@ def greedy(model, src: torch.Tensor, bos: int, eos: int, max_len: int = None) ->
         stay = (~done).nonzero().flatten()
         alive, ys = alive[stay], ys[stay.to(ys.device)]
         memory, src_keep = memory[stay.to(memory.device)], src_keep[stay.to(src_keep.device)]
+        if kv is not None:
+            model.reorder_cache(kv, stay.to(ys.device))
     return out
 
 
 @torch.no_grad()
 def beam_search(model, src: torch.Tensor, bos: int, eos: int, beam: int = 4, alpha: float = 0.6,
-                max_len: int = None) -> list[list[int]]:
+                max_len: int = None, cache: bool = None) -> list[list[int]]:
     """The best hypothesis under s(Y) = log P(Y|X) / lp(Y) found by a beam of `beam` for each sentence of src
     (B, S); all sentences are searched together, B * beam rows per model call.
 
@@ -75,13 +102,14 @@ def beam_search(model, src: torch.Tensor, bos: int, eos: int, beam: int = 4, alp
     in order: an <eos> among the first `beam` of them ends a hypothesis (scored with its length penalty and
     kept), and the first `beam` others live on. A sentence is done when `beam` hypotheses have ended, or at
     max_len tokens (default: its source length + 50), when the live ones end there too. The search stops
-    when every sentence is done. With beam=1 this is greedy decoding.
+    when every sentence is done. With beam=1 this is greedy decoding. cache: as for greedy.
     """
     if beam < 1:
         raise UserError(f"--beam must be at least 1, got {beam}")
     memory, src_keep = model.encode(src)
     B, K = src.shape[0], beam
-    limit = _limits(src_keep, max_len)
+    limit = _limits(model, src_keep, max_len)
+    kv = _use_cache(model, cache)
     memory, src_keep = memory.repeat_interleave(K, 0), src_keep.repeat_interleave(K, 0)  # row b*K + k
     ys = torch.full((B * K, 1), bos, dtype=torch.long, device=src.device)  # (n K, t + 1)
     scores = torch.full((B, K), float("-inf"), device=src.device)  # log P of each live hypothesis
@@ -90,7 +118,7 @@ def beam_search(model, src: torch.Tensor, bos: int, eos: int, beam: int = 4, alp
     alive = torch.arange(B)  # sentences still searching
     for t in range(1, int(limit.max()) + 1):
         n = len(alive)
-        logp = F.log_softmax(model.decode(ys, memory, src_keep)[:, -1].float(), dim=-1)  # (n K, V)
+        logp = _step(model, ys, memory, src_keep, kv)  # (n K, V)
         V = logp.shape[-1]
         cand = (scores[:, :, None] + logp.view(n, K, V)).view(n, K * V)  # log P of every extension
         top, idx = cand.topk(min(2 * K, K * V), dim=1)  # (n, 2K), best first
@@ -110,6 +138,8 @@ def beam_search(model, src: torch.Tensor, bos: int, eos: int, beam: int = 4, alp
         scores = top.gather(1, pick).masked_fill(~live.gather(1, pick), float("-inf"))
         rows = (torch.arange(n, device=ys.device)[:, None] * K + parent.gather(1, pick)).flatten()
         ys = torch.cat([ys[rows], token.gather(1, pick).flatten()[:, None]], 1)  # (n K, t + 2)
+        if kv is not None:
+            model.reorder_cache(kv, rows)  # each surviving hypothesis takes its parent's keys and values
 
         at_limit = limit[alive] <= t
         done = at_limit | torch.tensor([len(ended[s]) >= K for s in alive.tolist()])
@@ -125,11 +155,13 @@ def beam_search(model, src: torch.Tensor, bos: int, eos: int, beam: int = 4, alp
         alive, scores = alive[stay], scores[stay.to(scores.device)]
         ys = ys[stay_rows.to(ys.device)]
         memory, src_keep = memory[stay_rows.to(memory.device)], src_keep[stay_rows.to(src_keep.device)]
+        if kv is not None:
+            model.reorder_cache(kv, stay_rows.to(ys.device))
     return [max(e, key=lambda h: h[0])[1] if e else [] for e in ended]
 
 
 def translate(model, sources, bos: int, eos: int, pad: int, beam: int = 4, alpha: float = 0.6,
-              batch_size: int = 64, max_len: int = None) -> list[list[int]]:
+              batch_size: int = 64, max_len: int = None, cache: bool = None) -> list[list[int]]:
     """Decode a list of source id sequences (lists or tensors), batch_size sentences at a time, shortest
     first; results come back in the input order. beam=1 decodes greedily. The model is put in eval mode
     for the call and its mode restored afterwards."""
@@ -144,9 +176,9 @@ def translate(model, sources, bos: int, eos: int, pad: int, beam: int = 4, alpha
             src = torch.nn.utils.rnn.pad_sequence([torch.as_tensor(sources[i], dtype=torch.long) for i in chunk],
                                                   batch_first=True, padding_value=pad).to(device)  # (b, S)
             if beam == 1:
-                hyps = greedy(model, src, bos, eos, max_len)
+                hyps = greedy(model, src, bos, eos, max_len, cache)
             else:
-                hyps = beam_search(model, src, bos, eos, beam, alpha, max_len)
+                hyps = beam_search(model, src, bos, eos, beam, alpha, max_len, cache)
             for i, h in zip(chunk, hyps):
                 out[i] = h
     finally:
