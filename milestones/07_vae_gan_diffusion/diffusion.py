@@ -19,6 +19,7 @@ The schedule is computed in float64 and cast to the data's dtype and device when
 Images are expected in [-1, 1].
 """
 
+import contextlib
 import math
 
 import torch
@@ -185,20 +186,17 @@ class Diffusion:
         return torch.randn(tuple(shape), generator=generator, device=device)
 
 
-class _eval:
+@contextlib.contextmanager
+def _eval(model):
     """Run a module in eval mode (no dropout) for sampling and restore its mode afterwards."""
-
-    def __init__(self, model):
-        self.model = model if isinstance(model, nn.Module) else None
-
-    def __enter__(self):
-        if self.model is not None:
-            self.was_training = self.model.training
-            self.model.eval()
-
-    def __exit__(self, *exc):
-        if self.model is not None:
-            self.model.train(self.was_training)
+    was_training = isinstance(model, nn.Module) and model.training
+    if was_training:
+        model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
 
 
 class EMA:
