@@ -8,13 +8,12 @@ correctly when the absolute error is below 0.04. Lengths are random in [T, T + T
 here, so a batch is one rectangular tensor).
 """
 
-import time
-
 import torch
 import torch.nn.functional as F
 
-from common.logging import progress
+from common.loop import optimizer_step
 from common.plot import line_plot
+from common.session import Session
 
 from .model import Recurrent, SequenceRegressor, set_forget_bias
 
@@ -55,42 +54,43 @@ def evaluate(model, test, rt) -> tuple[float, float]:
     return wrong / n, sq / n
 
 
-def train_one(cfg, kind: str, T: int, rt, logger, seed: int) -> dict:
-    """Train one net on length-T sequences until it solves the task or cfg.steps run out."""
-    torch.manual_seed(seed)
+def train_one(cfg, kind: str, T: int, rt, run) -> dict:
+    """Train one net on length-T sequences until it solves the task or cfg.steps run out. Each net has its own
+    Session in the shared run directory: checkpoint-<kind>-T<T>.pt, metrics rows tagged with model and T."""
+    torch.manual_seed(cfg.seed)
     model = SequenceRegressor(kind, cfg.hidden, impl=cfg.impl, forget_gate=cfg.forget_gate).to(rt.device)
     if kind == "lstm" and cfg.forget_gate and cfg.forget_bias is not None:
         set_forget_bias(model.rnn, cfg.forget_bias)
     net = rt.wrap(model, compile=cfg.compile)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scaler = rt.grad_scaler()
     test_gen = torch.Generator(device=rt.device).manual_seed(10_000 + T)  # the same test set for every model
     test = [adding_batch(256, T, test_gen) for _ in range(TEST_SEQUENCES // 256)]
-    gen = torch.Generator(device=rt.device).manual_seed(seed)
-    err, mse, solved_at, t0 = 1.0, float("nan"), None, time.time()
-    bar = progress(total=cfg.steps, desc=f"adding T={T} {kind}", rt=rt, unit="step", leave=False)
-    step = 0
-    while step < cfg.steps:
-        x, y = adding_batch(cfg.batch_size, T, gen)
-        with rt.autocast():
-            pred = net(x).float()
-        loss = F.mse_loss(pred, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            err, mse = evaluate(net, test, rt)
-            logger.log(step, "test", model=kind, T=T, train_mse=float(loss), mse=mse, error=err)
-            bar.set_postfix(mse=f"{mse:.4f}", wrong=f"{err:.1%}")
-            if err <= cfg.solved_error:
-                solved_at = step
-                break
-    bar.close()
-    return dict(model=kind, T=T, error=err, mse=mse, solved=solved_at is not None, steps=step,
-                sequences=step * cfg.batch_size, seconds=round(time.time() - t0, 1),
-                params=sum(p.numel() for p in model.parameters()))
+    gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+    # fresh sequences every step, no epochs: the whole budget counts as one (--eval-every 0 = only at the end)
+    sess = Session(cfg, rt, run, cfg.steps, cfg.steps, checkpoint=run.dir / f"checkpoint-{kind}-T{T}.pt",
+                   tag={"model": kind, "T": T}, desc=f"adding T={T} {kind}")
+    sess.attach(model, opt, scaler=scaler, resume=False)
+    with sess:
+        while sess.running:
+            x, y = adding_batch(cfg.batch_size, T, gen)
+            with rt.autocast():
+                pred = net(x).float()
+            loss = F.mse_loss(pred, y)
+            optimizer_step(loss, opt, scaler, clip=cfg.clip, params=model.parameters())
+            sess.step(cfg.batch_size)
+            if sess.due("log"):
+                sess.log("train", loss=loss)
+            if sess.due("eval"):
+                err, mse = evaluate(net, test, rt)
+                sess.log("test", error=err, mse=mse)
+                if err <= cfg.solved_error:
+                    break  # solved: stop early
+    sess.finish()
+    error = sess.results["test_error"]
+    return dict(model=kind, T=T, error=error, mse=sess.results["test_mse"], solved=error <= cfg.solved_error,
+                steps=sess.step_count, sequences=sess.step_count * cfg.batch_size,
+                seconds=round(sess.train_seconds, 2), params=sum(p.numel() for p in model.parameters()))
 
 
 def grad_norm_vs_lag(kind: str, T: int, hidden: int, forget_gate: bool = True, forget_bias=None,

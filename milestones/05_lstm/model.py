@@ -232,3 +232,17 @@ def detach_state(state):
     if isinstance(state, tuple):
         return tuple(s.detach() for s in state)
     return state.detach()
+
+
+def state_list(state) -> list:
+    """The recurrent state as a list of tensors ([h, c] for an LSTM, [h] for an RNN, [] for none)."""
+    if state is None:
+        return []
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def state_from_list(tensors: list, kind: str):
+    """The inverse of state_list."""
+    if not tensors:
+        return None
+    return tuple(tensors) if kind == "lstm" else tensors[0]

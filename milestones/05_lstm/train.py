@@ -8,7 +8,6 @@
 
 import argparse
 import math
-import time
 import typing
 from dataclasses import dataclass
 
@@ -16,53 +15,52 @@ import torch
 import torch.nn.functional as F
 
 from common import data
-from common.checkpoint import restore, save_checkpoint
-from common.config import TrainConfig, arg, to_dict, train_command
+from common.config import TrainConfig, arg, train_command
 from common.data.text import BPTTLoader
-from common.device import count_params, setup
 from common.errors import UserError
-from common.logging import Throughput, progress
-from common.loop import check_finite, open_run, optimizer_step, save_on_interrupt
+from common.loop import evaluate_lm, optimizer_step
+from common.plot import line_plot
+from common.session import Session, open_run
 
 from .adding import gradient_plot, train_one
-from .model import LanguageModel, detach_state, set_forget_bias
+from .model import LanguageModel, detach_state, set_forget_bias, state_from_list, state_list
+from .sample import generate
 
 MILESTONE = "05_lstm"
 SIZES = ("small", "medium", "large")
+TEXT = ("ptb", "shakespeare")  # the language-model experiments
 
 
 @dataclass
 class Config(TrainConfig):
-    experiment: str = arg("ptb", "adding: the 1997 long-lag task, RNN vs LSTM (generated); ptb: word-level LM "
-                          "(Zaremba et al. 2014); shakespeare: character-level LM (char-rnn)",
-                          choices=("adding", "ptb", "shakespeare"))
-    size: str = arg("medium", "ptb: Zaremba et al.'s small (no dropout), medium or large recipe", choices=SIZES)
-    model: str = arg("lstm", "ptb/shakespeare: recurrent layer (adding trains both, see --models)",
-                     choices=("lstm", "rnn"))
+    experiment: str = arg("ptb", "what to run (the list below)")
+    size: str = arg("medium", "Zaremba et al.'s small (no dropout), medium or large recipe", choices=SIZES,
+                    only="ptb")
+    model: str = arg("lstm", "recurrent layer (the adding problem trains each of --models)", choices=("lstm", "rnn"),
+                     only=TEXT)
     impl: str = arg("torch", "torch: nn.LSTM/nn.RNN (cuDNN on a GPU); scratch: our cell, written from the "
                     "equations, stepped in Python (slower, same numbers)", choices=("torch", "scratch"))
     forget_gate: bool = arg(True, "Gers et al. 2000's forget gate; false = the 1997 cell (needs --impl scratch)")
     forget_bias: typing.Optional[float] = arg(None, "set each forget gate's total bias (b_if + b_hf) to this value "
                                               "after init (default: leave the init alone)")
     hidden: int = arg(200, "hidden units per layer")
-    layers: int = arg(2, "stacked recurrent layers")
-    dropout: float = arg(0.0, "dropout on non-recurrent connections (Zaremba et al.'s placement)")
-    init_range: float = arg(0.1, "all parameters uniform in [-r, r] (0: PyTorch's default init)")
-    bptt: int = arg(35, "truncated BPTT window (time steps per batch); the state is carried across windows")
-    optim: str = arg("sgd", "sgd (Zaremba), rmsprop (char-rnn) or adam", choices=("sgd", "rmsprop", "adam"))
-    lr_decay: float = arg(0.5, "multiply the LR by this once per epoch after --decay-start epochs")
-    decay_start: int = arg(4, "epochs at the full LR before the decay starts")
+    layers: int = arg(2, "stacked recurrent layers", only=TEXT)
+    dropout: float = arg(0.0, "dropout on non-recurrent connections (Zaremba et al.'s placement)", only=TEXT)
+    init_range: float = arg(0.1, "all parameters uniform in [-r, r] (0: PyTorch's default init)", only=TEXT)
+    bptt: int = arg(35, "truncated BPTT window (time steps per batch); the state is carried across windows", only=TEXT)
+    optim: str = arg("sgd", "sgd (Zaremba), rmsprop (char-rnn) or adam", choices=("sgd", "rmsprop", "adam"), only=TEXT)
+    lr_decay: float = arg(0.5, "multiply the LR by this once per epoch after --decay-start epochs", only=TEXT)
+    decay_start: int = arg(4, "epochs at the full LR before the decay starts", only=TEXT)
     clip: float = arg(5.0, "clip the global gradient norm to this value")
     time_sum: bool = arg(True, "loss summed over the BPTT window, averaged over the batch (Zaremba's code); "
-                         "false: averaged over all tokens")
-    eval_batch_size: int = arg(10, "parallel streams when evaluating (1 is Zaremba's; 10 is faster, nearly equal)")
-    eval_every: int = arg(0, "evaluate on the validation set every N steps (0: once an epoch)")
-    ckpt_every: int = arg(500, "save checkpoint.pt every N steps (and at every epoch end)")
-    sample_chars: int = arg(500, "shakespeare: characters sampled into samples/ at the end of training")
-    # adding problem
-    lengths: str = arg("10,50,100", "adding: minimal sequence lengths T to train at, comma-separated")
-    models: str = arg("rnn,lstm", "adding: recurrent layers to compare, comma-separated")
-    solved_error: float = arg(0.01, "adding: stop once this fraction of test sequences or fewer is wrong")
+                         "false: averaged over all tokens", only=TEXT)
+    eval_batch_size: int = arg(10, "parallel streams when evaluating (1 is Zaremba's; 10 is faster, nearly equal)",
+                               only=TEXT)
+    ckpt_every: int = arg(500, "save checkpoint.pt every N steps (and at the end, with the results)")
+    sample_chars: int = arg(500, "characters sampled into samples/ at the end of training", only="shakespeare")
+    lengths: str = arg("10,50,100", "minimal sequence lengths T to train at, comma-separated", only="adding")
+    models: str = arg("rnn,lstm", "recurrent layers to compare, comma-separated", only="adding")
+    solved_error: float = arg(0.01, "stop once this fraction of test sequences or fewer is wrong", only="adding")
 
 
 ZAREMBA = {  # Zaremba, Sutskever & Vinyals 2014, section 4.1, and the configurations of their released code
@@ -131,74 +129,54 @@ def parse_list(text: str, name: str, cast, allowed=None) -> list:
 
 
 def run_adding(cfg: Config, rt, argv) -> dict:
+    """the 1997 long-lag task (generated): Elman RNN vs LSTM, test error vs the minimal lag T"""
     if cfg.resume:
         raise UserError("--resume is for the language models; the adding runs take minutes from scratch")
     lengths = parse_list(cfg.lengths, "lengths", int)
     kinds = parse_list(cfg.models, "models", str, allowed=("rnn", "lstm"))
     if min(lengths) < 10:
         raise UserError(f"--lengths must be at least 10 (the first marker is among the first ten pairs), got {lengths}")
-    if cfg.eval_every < 1:
-        raise UserError("--eval-every must be at least 1 for the adding problem")
-    if rt.device.type == "cpu":  # nets of 32-64 units: waking a second thread costs more than the matmul it splits
+    if rt.device.type == "cpu" and not cfg.threads:  # 32-64 units: a second thread costs more than the matmul it splits
         torch.set_num_threads(1)
-    logger, _ = open_run(cfg, MILESTONE, "adding-" + "-vs-".join(kinds), rt, argv)
-    curves = gradient_plot(logger.dir / "grad_norm_vs_lag.png", T=200, hidden=cfg.hidden,
+    run = open_run(cfg, rt, MILESTONE, "adding-" + "-vs-".join(kinds), argv)
+    curves = gradient_plot(run.dir / "grad_norm_vs_lag.png", T=200, hidden=cfg.hidden,
                            forget_biases=sorted({1.0, cfg.forget_bias if cfg.forget_bias is not None else 1.0}))
     for k in (1, 10, 50, 100, 199):
-        logger.log(k, "init", lag=k, **{name: v[k] for name, v in curves.items()})
-    t0, results = time.time(), []
+        run.log(k, "init", lag=k, **{name: v[k] for name, v in curves.items()})
+    results = []
     for T in lengths:
         for kind in kinds:
-            r = train_one(cfg, kind, T, rt, logger, cfg.seed)
+            r = train_one(cfg, kind, T, rt, run)  # one net, its own Session and checkpoint-<kind>-T<T>.pt
             results.append(r)
             if rt.is_main:
                 print(f"T={T:<5} {kind:<4}: {r['error']:6.1%} of test sequences wrong, test MSE {r['mse']:.5f}, "
                       f"{'solved' if r['solved'] else 'NOT solved'} after {r['sequences']:,} sequences "
                       f"({r['seconds']:.0f} s)")
-    seconds = time.time() - t0
-    from common.plot import line_plot
     line_plot({k: (lengths, [r["error"] for r in results if r["model"] == k]) for k in kinds},
-              logger.dir / "error_vs_length.png", title="Adding problem: test error vs minimal length T",
+              run.dir / "error_vs_length.png", title="Adding problem: test error vs minimal length T",
               xlabel="T", ylabel="fraction of test sequences wrong (|err| >= 0.04)")
     last = [r for r in results if r["T"] == max(lengths)]
     head = next((r for r in last if r["model"] == "lstm"), last[-1])
     paper = 1 / 2560 if max(lengths) == 100 and head["model"] == "lstm" else None
-    card = logger.summary(
-        milestone=MILESTONE, model=f"adding-{head['model']}-{cfg.hidden}", dataset="adding problem (generated)",
+    seconds = sum(r["seconds"] for r in results)
+    card = run.summary(
+        model=f"adding-{head['model']}-{cfg.hidden}", dataset="adding problem (generated)",
         metric=f"test_error at T={max(lengths)}", value=head["error"], paper_value=paper,
         paper_source="Hochreiter & Schmidhuber 1997, Table 7: 1 of 2560 test sequences wrong at T=100"
         if paper else None, params=head["params"], train_seconds=round(seconds, 1),
-        examples_per_second=round(sum(r["sequences"] for r in results) / seconds, 1), device=rt.device_name,
-        precision=rt.precision, world_size=rt.world_size, steps=sum(r["steps"] for r in results), seed=cfg.seed,
-        preset=cfg.preset, results=results)
+        examples_per_second=round(sum(r["sequences"] for r in results) / max(seconds, 1e-6), 1),
+        steps=sum(r["steps"] for r in results), results=results)
     if rt.is_main:
         print("\n   T  " + "".join(f"{k + ' wrong':>14}" for k in kinds))
         for T in lengths:
             print(f"{T:>5} " + "".join(f"{r['error']:>14.1%}" for r in results if r["T"] == T))
-        print(f"run record and plots (error_vs_length.png, grad_norm_vs_lag.png): {logger.dir}")
+        print(f"run record and plots (error_vs_length.png, grad_norm_vs_lag.png): {run.dir}")
     return card
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Language models: PTB (words) and Tiny Shakespeare (characters)
 # ---------------------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def evaluate_lm(net, loader: BPTTLoader, rt) -> float:
-    """Mean negative log-likelihood per token (nats) over a split, state carried across windows.
-    Perplexity is exp of this mean: the geometric mean of 1 / p(target)."""
-    net.eval()
-    totals = torch.zeros(2, device=rt.device, dtype=torch.float64)  # NLL sum, tokens
-    state = None
-    for x, y in loader:
-        with rt.autocast():
-            logits, state = net(x, state)
-        totals[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
-        totals[1] += y.numel()
-    rt.all_reduce_sum(totals)
-    net.train()
-    return float(totals[0] / totals[1])
-
 
 def lm_step_lr(cfg: Config, steps_per_epoch: int):
     """Zaremba's schedule: full LR for `decay_start` epochs, then times `lr_decay` at every new epoch."""
@@ -218,7 +196,7 @@ def check_lm(cfg: Config) -> None:
         raise UserError("nn.LSTM always has a forget gate: the 1997 cell (--forget-gate false) needs --impl scratch")
     if cfg.forget_bias is not None and (cfg.model != "lstm" or not cfg.forget_gate):
         raise UserError("--forget-bias needs an LSTM with a forget gate")
-    for name in ("hidden", "layers", "bptt", "eval_batch_size", "ckpt_every"):
+    for name in ("hidden", "layers", "bptt", "eval_batch_size"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if not 0 <= cfg.dropout < 1:
@@ -227,54 +205,36 @@ def check_lm(cfg: Config) -> None:
         raise UserError("--clip and --lr-decay must be positive")
 
 
-def run_lm(cfg: Config, rt, argv) -> dict:
+def run_lm(cfg: Config, rt, argv, words: bool) -> dict:
+    """An LSTM (or RNN) language model over words (PTB) or characters (Tiny Shakespeare), by truncated BPTT."""
     check_lm(cfg)
-    words = cfg.experiment == "ptb"
     corpus = data.load("ptb" if words else "tinyshakespeare", cfg.data_dir)
     vocab = corpus["vocab"]
     loader = lambda split, b, last: BPTTLoader(corpus[split], b, cfg.bptt, rt.device, drop_last=last,
                                                rank=rt.rank, world_size=rt.world_size)
     train = loader("train", cfg.batch_size, True)
     valid = loader("valid", cfg.eval_batch_size, False)
-    test = loader("test", cfg.eval_batch_size, False) if "test" in corpus else None
     model = LanguageModel(len(vocab), cfg.hidden, cfg.layers, cfg.dropout, cfg.model, cfg.impl, cfg.forget_gate,
                           cfg.init_range).to(rt.device)
     if cfg.forget_bias is not None:
         set_forget_bias(model.rnn, cfg.forget_bias)
     name = f"{cfg.experiment}-{cfg.model}-{cfg.layers}x{cfg.hidden}" + (f"-{cfg.size}" if words else "")
-    steps_per_epoch = len(train)
-    total = cfg.steps or cfg.epochs * steps_per_epoch
+    total = cfg.steps or cfg.epochs * len(train)
     opt = make_optimizer(cfg, model.parameters())
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lm_step_lr(cfg, steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lm_step_lr(cfg, len(train)))
     scaler = rt.grad_scaler()
-    logger, ckpt = open_run(cfg, MILESTONE, name, rt, argv)
-    step, state, train_seconds, best = 0, None, 0.0, {}
-    if ckpt is not None:
-        restore(ckpt, model, opt, sched, scaler)
-        step, train_seconds = ckpt["step"], ckpt.get("train_seconds", 0.0)
-        carry = [t.to(rt.device) for t in ckpt.get("carry", [])]  # the hidden state mid-epoch: exact resume
-        state = (tuple(carry) if cfg.model == "lstm" else carry[0]) if carry else None
+    sess = Session(cfg, rt, open_run(cfg, rt, MILESTONE, name, argv), total, len(train), unit="tokens")
+    state = None  # the recurrent state carried from window to window; checkpointed, so a resume mid-epoch is exact
+    ckpt = sess.attach(model, opt, sched, scaler, extra=lambda: dict(
+        carry=[s.detach().cpu() for s in state_list(state)], vocab=vocab, words=words))
+    state = state_from_list([t.to(rt.device) for t in ckpt.get("carry", [])], cfg.model)
     net = rt.wrap(model, compile=cfg.compile)
-
-    def save(**extra):
-        if rt.is_main:
-            carry = list(state) if isinstance(state, tuple) else ([state] if state is not None else [])
-            save_checkpoint(logger.checkpoint_path, model, opt, sched, scaler, step=step, config=to_dict(cfg),
-                            vocab=vocab, words=words, carry=[c.detach().cpu() for c in carry],
-                            train_seconds=train_seconds + time.time() - t_start, **extra)
-        return logger.checkpoint_path
-
-    eval_every = cfg.eval_every or steps_per_epoch
-    meter, t_start = Throughput(), time.time()
-    bar = progress(total=total, initial=step, desc=f"{MILESTONE} {name}", rt=rt, unit="step")
-    valid_nll = ckpt.get("valid_nll") if ckpt else None
-    with save_on_interrupt(save, rt):
-        while step < total:
-            epoch, start = divmod(step, steps_per_epoch)
+    with sess:
+        while sess.running:
+            _, start = sess.position()
             if start == 0:
                 state = None  # each epoch starts from a zero state, as in Zaremba's code
             for x, y in train.batches(start):
-                meter.start()
                 state = detach_state(state)  # truncated BPTT: carry the values, not the graph
                 with rt.autocast():
                     logits, state = net(x, state)  # (B, T, V)
@@ -282,66 +242,54 @@ def run_lm(cfg: Config, rt, argv) -> dict:
                 objective = loss * y.shape[1] if cfg.time_sum else loss
                 optimizer_step(objective, opt, scaler, clip=cfg.clip, params=model.parameters())  # Zaremba's norm clip
                 sched.step()
-                step += 1
-                meter.stop(y.numel() * rt.world_size)
-                if step % 50 == 0 or step == total:
-                    value = check_finite(loss, step)
-                    bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{meter.rate:,.0f}")
-                    logger.log(step, "train", epoch=step / steps_per_epoch, loss=value, lr=sched.get_last_lr()[0],
-                               tokens_per_second=meter.rate)
-                bar.update(1)
-                if step % eval_every == 0 or step == total:
+                sess.step(y.numel() * rt.world_size)
+                if sess.due("log"):
+                    sess.log("train", loss=loss, lr=sched.get_last_lr()[0])
+                if sess.due("eval"):
                     valid_nll = evaluate_lm(net, valid, rt)
-                    logger.log(step, "valid", epoch=step / steps_per_epoch, loss=valid_nll,
-                               perplexity=math.exp(valid_nll))
-                    if rt.is_main:
-                        bar.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): valid loss {valid_nll:.4f}"
-                                  + (f", perplexity {math.exp(valid_nll):.1f}" if words else " nats/char"))
-                if step % cfg.ckpt_every == 0 or step % steps_per_epoch == 0 or step == total:
-                    save(valid_nll=valid_nll)
-                if step == total:
+                    sess.log("valid", loss=valid_nll, perplexity=math.exp(valid_nll))
+                if not sess.running:
                     break
-    bar.close()
-    train_seconds += time.time() - t_start  # the last save (at step == total) holds this state and the carry
-    test_nll = evaluate_lm(net, test, rt) if test is not None else None
-    if test_nll is not None:
-        logger.log(step, "test", loss=test_nll, perplexity=math.exp(test_nll))
-    common = dict(milestone=MILESTONE, model=name, params=count_params(model), train_seconds=round(train_seconds, 1),
-                  examples_per_second=round(meter.rate, 1), tokens_per_second=round(meter.rate, 1),
-                  device=rt.device_name, precision=rt.precision, world_size=rt.world_size, steps=step,
-                  epochs=round(step / steps_per_epoch, 3), seed=cfg.seed, preset=cfg.preset, impl=cfg.impl)
+    valid_nll = sess.results["valid_loss"]
     if words:
+        test_nll = evaluate_lm(net, loader("test", cfg.eval_batch_size, False), rt)
+        sess.log("test", loss=test_nll, perplexity=math.exp(test_nll))
         paper = PAPER_PPL[cfg.size][1] if cfg.model == "lstm" else None
-        card = logger.summary(**common, dataset="Penn Treebank (Mikolov split)", metric="test_perplexity",
-                              value=round(math.exp(test_nll), 2), paper_value=paper,
-                              paper_source=f"Zaremba, Sutskever & Vinyals 2014, Table 1 ({cfg.size})" if paper else None,
-                              valid_perplexity=round(math.exp(valid_nll), 2))
-        result = f"test perplexity {card['value']:.1f} (paper, {cfg.size}: {paper}), valid {card['valid_perplexity']:.1f}"
+        card = sess.summary(dataset="Penn Treebank (Mikolov split)", metric="test_perplexity",
+                            value=round(math.exp(test_nll), 2), paper_value=paper,
+                            paper_source=f"Zaremba, Sutskever & Vinyals 2014, Table 1 ({cfg.size})" if paper else None,
+                            valid_perplexity=round(math.exp(valid_nll), 2), impl=cfg.impl)
+        result = f"test perplexity {card['value']:.1f} (paper, {cfg.size}: {paper}), valid {math.exp(valid_nll):.1f}"
     else:
-        card = logger.summary(**common, dataset="Tiny Shakespeare (last 10% = validation)",
-                              metric="val_loss (nats/char)", value=round(valid_nll, 4), paper_value=None,
-                              paper_source="char-rnn (Karpathy 2015) published samples, not a number")
+        card = sess.summary(dataset="Tiny Shakespeare (last 10% = validation)", metric="val_loss (nats/char)",
+                            value=round(valid_nll, 4), paper_value=None, impl=cfg.impl,
+                            paper_source="char-rnn (Karpathy 2015) published samples, not a number")
         result = f"validation loss {valid_nll:.4f} nats/char ({valid_nll / math.log(2):.3f} bits/char)"
         if rt.is_main and cfg.sample_chars > 0:
-            from .sample import generate
             text = generate(model, vocab, False, "\n", cfg.sample_chars, 0.8, rt.device, seed=cfg.seed)
-            (logger.dir / "samples").mkdir(exist_ok=True)
-            (logger.dir / "samples" / "sample.txt").write_text(text)
+            (sess.run.dir / "samples").mkdir(exist_ok=True)
+            (sess.run.dir / "samples" / "sample.txt").write_text(text)
             print(f"--- sample (temperature 0.8) ---\n{text}\n---")
     if rt.is_main:
-        print(f"{name}: {result}; {train_seconds:.0f} s, {meter.rate:,.0f} tokens/s; run record: {logger.dir}")
+        print(f"{name}: {result}; {card['train_seconds']:.0f} s, {sess.rate:,.0f} tokens/s; run record: {sess.run.dir}")
     return card
 
 
-def run(cfg: Config, argv=None) -> dict:
-    with setup(cfg.device, cfg.precision, cfg.seed, cfg.threads) as rt:
-        if cfg.experiment == "adding":
-            return run_adding(cfg, rt, argv)
-        return run_lm(cfg, rt, argv)
+def run_ptb(cfg: Config, rt, argv) -> dict:
+    """word-level LM on Penn Treebank: Zaremba et al. 2014's small, medium or large recipe (--size)"""
+    return run_lm(cfg, rt, argv, words=True)
+
+
+def run_shakespeare(cfg: Config, rt, argv) -> dict:
+    """character-level LM on Tiny Shakespeare (char-rnn); then `python -m milestones sample 05_lstm --run DIR`"""
+    return run_lm(cfg, rt, argv, words=False)
+
+
+EXPERIMENTS = {"adding": run_adding, "ptb": run_ptb, "shakespeare": run_shakespeare}
 
 
 def main(argv=None, prog="python -m milestones train 05_lstm"):
-    return train_command(Config, sized_presets(argv), run, argv, prog, __doc__)
+    return train_command(Config, sized_presets(argv), EXPERIMENTS, argv, prog, __doc__, MILESTONE)
 
 
 if __name__ == "__main__":
