@@ -73,7 +73,7 @@ class Session:
     """One training loop inside a run: its step counter, clock, progress bar, schedule and checkpoint."""
 
     def __init__(self, cfg, rt, run: RunLogger, total: int, steps_per_epoch: int, *, checkpoint=None,
-                 tag: dict = None, desc: str = None, unit: str = "examples"):
+                 tag: dict = None, desc: str = None, unit: str = "examples", echo: bool = True):
         if total < 1:
             raise UserError(f"nothing to train: {total} steps (check --steps, --epochs and the data size)")
         self.cfg, self.rt, self.run = cfg, rt, run
@@ -81,6 +81,7 @@ class Session:
         self.checkpoint_path = checkpoint or run.checkpoint_path
         self.tag = dict(tag or {})
         self.unit = unit  # what step(n) counts: "examples" or "tokens"
+        self.echo = echo  # print a line for every evaluation (off for runs of many small nets)
         self.desc = desc or f"{run.milestone} {run.model}"
         self.step_count = 0
         self.results = {}  # the latest evaluation values (and anything the loop wants kept in checkpoints)
@@ -175,7 +176,7 @@ class Session:
                 self._bar.set_postfix(**shown, **{self.unit[:3] + "/s": f"{self.rate:,.0f}"})
         else:
             self.results.update({f"{split}_{k}": v for k, v in values.items()})
-            if self.rt.is_main and self._bar is not None:
+            if self.echo and self.rt.is_main and self._bar is not None:
                 shown = ", ".join(f"{split} {k} {_short(k, v)}" for k, v in values.items())
                 self._bar.write(f"{self.desc} step {self.step_count} (epoch {self.epoch:.2f}): {shown}")
         self.run.log(self.step_count, split, epoch=round(self.epoch, 4), **values, **self.tag)

@@ -69,7 +69,7 @@ def train_one(cfg, kind: str, T: int, rt, run) -> dict:
     gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
     # fresh sequences every step, no epochs: the whole budget counts as one (--eval-every 0 = only at the end)
     sess = Session(cfg, rt, run, cfg.steps, cfg.steps, checkpoint=run.dir / f"checkpoint-{kind}-T{T}.pt",
-                   tag={"model": kind, "T": T}, desc=f"adding T={T} {kind}")
+                   tag={"model": kind, "T": T}, desc=f"adding T={T} {kind}", echo=False)
     sess.attach(model, opt, scaler=scaler, resume=False)
     with sess:
         while sess.running:
