@@ -50,7 +50,6 @@ SHA256 = {"train.de.gz": "726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5fa
           "val.en.gz": "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28",
           "test_2016_flickr.de.gz": "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
           "test_2016_flickr.en.gz": "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9"}
-LINES = {"train": 29000, "val": 1014, "test": 1000}
 MIRRORS = ["https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/"]  # the dataset's own repo
 
 HUB = {"multi30k": ("bentrevett/multi30k", None, {"train": "train", "val": "validation", "test": "test"}),
