@@ -1,18 +1,23 @@
 """03_alexnet: the 2012 architecture (counts, shapes, LRN, grouped convolutions, init), its data pipeline,
 the CIFAR-10 and ImageNet paths, the experiments and the CLI contract."""
 
+import ast
 import importlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import only_run_dir, read_metrics, read_summary, run_cli
+from common.device import Runtime, count_params
+from common.loop import evaluate_classifier
+from tests.conftest import only_run_dir, read_metrics, read_summary
 
 model_mod = importlib.import_module("milestones.03_alexnet.model")
 data_mod = importlib.import_module("milestones.03_alexnet.data")
 figures = importlib.import_module("milestones.03_alexnet.figures")
 train = importlib.import_module("milestones.03_alexnet.train")
+recipe = importlib.import_module("milestones.03_alexnet.recipe")
 AlexNet, LRN = model_mod.AlexNet, model_mod.LRN
 
 
@@ -26,8 +31,10 @@ def test_parameter_count_is_the_2012_networks_exactly():
     # conv1 96x3x11x11; conv2 256x48x5x5 (one GPU's half); conv3 384x256x3x3 (crosses); conv4 384x192x3x3;
     # conv5 256x192x3x3; fc6 9216 -> 4096; fc7 4096 -> 4096; fc8 4096 -> 1000 (weights + biases)
     assert per_layer == [34_944, 307_456, 885_120, 663_936, 442_624, 37_752_832, 16_781_312, 4_097_000]
-    assert model_mod.count_params(net) == model_mod.paper_param_count() == 60_965_224
-    assert model_mod.count_params(model_mod.alexnet(groups=1)) == 60_965_224 + 1_413_120  # conv2/4/5 un-split
+    # the summary cards count trainable parameters; every one of AlexNet's is, so that is the paper's count
+    assert all(p.requires_grad for p in net.parameters()) and not list(net.buffers())
+    assert count_params(net) == model_mod.paper_param_count() == 60_965_224
+    assert count_params(model_mod.alexnet(groups=1)) == 60_965_224 + 1_413_120  # conv2/4/5 un-split
 
 
 def test_shapes_at_227_and_32():
@@ -159,6 +166,23 @@ def test_ten_crops_are_corners_centre_and_their_mirrors():
     assert torch.equal(c[4], x[..., 1:5, 1:5]) and torch.equal(c[9], c[4].flip(-1))
 
 
+def test_ten_crop_testing_averages_the_softmax_over_the_ten_patches():
+    torch.manual_seed(0)
+    net = model_mod.alexnet_cifar(channels=(4, 4, 8, 8, 4), hidden=8)
+    net.modern_init()  # outputs far from uniform, so the views disagree
+    x, y = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8), torch.arange(6) % 10
+    aug = data_mod.Augment("cpu", 32, 4, (0.5,) * 3, (0.25,) * 3)
+    rt = Runtime(device=torch.device("cpu"))
+    with torch.no_grad():
+        net.eval()
+        p = torch.stack([net(v).softmax(-1) for v in aug.test(x, ten_crop=True)]).mean(0)  # (6, 10)
+    got = evaluate_classifier(net, [(x, y)], rt, lambda b: aug.test(b, ten_crop=True))
+    assert round(got["error"] * 6) == int((p.argmax(-1) != y).sum())
+    assert got["loss"] == pytest.approx(-p[torch.arange(6), y].log().mean().item(), rel=1e-5)
+    one = evaluate_classifier(net, [(x, y)], rt, aug.test)  # the centre patch alone is a different test
+    assert one["loss"] != pytest.approx(got["loss"], rel=1e-5)
+
+
 def _image_folder(root, classes=("a", "b"), per_class=2):
     from PIL import Image
     g = torch.Generator().manual_seed(0)
@@ -184,14 +208,24 @@ def test_imagenet_pipeline_is_256_then_227_and_ten_crops(tmp_path):
     assert aug.test(x, ten_crop=True).shape == (10, 4, 3, 227, 227)
 
 
-def test_imagenet_smoke_run_through_the_cli(tmp_path):
+def test_imagenet_dataloader_serves_epochs_like_a_tensor_loader():
+    ds = torch.utils.data.TensorDataset(torch.arange(12), torch.arange(12))
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, shuffle=True, generator=torch.Generator())
+    epochs = data_mod.Epochs(loader, seed=5)
+    first = [x.tolist() for x, _ in epochs.batches(0)]
+    assert len(epochs) == 4 and sorted(sum(first, [])) == list(range(12))
+    assert [x.tolist() for x, _ in epochs.batches(0, start=2)] == first[2:]  # a resumed run picks up mid-epoch
+    assert [x.tolist() for x, _ in epochs.batches(1)] != first  # reshuffled every epoch, from the seed alone
+    assert [x.tolist() for x, _ in data_mod.Epochs(loader, seed=5).batches(0)] == first
+
+
+def test_imagenet_smoke_run(tmp_path):
     root = _image_folder(tmp_path / "data")
-    r = run_cli("train", "03_alexnet", "--experiment", "imagenet", "--preset", "smoke", "--data-dir", root,
-                "--out-dir", tmp_path / "runs")
-    assert r.returncode == 0, r.stderr[-2000:]
-    s = read_summary(only_run_dir(tmp_path / "runs", "03_alexnet"))
-    assert s["model"] == "alexnet" and s["metric"] == "top1_error_10crop" and s["steps"] == 2
-    assert s["params"] == 60_965_224 - 998 * 4097  # fc8 sized for the folder's 2 classes
+    card = train.main(["--experiment", "imagenet", "--preset", "smoke", "--data-dir", str(root),
+                       "--out-dir", str(tmp_path / "runs")])
+    assert card == read_summary(only_run_dir(tmp_path / "runs", "03_alexnet"))
+    assert card["model"] == "alexnet" and card["metric"] == "top1_error_10crop" and card["steps"] == 2
+    assert card["params"] == 60_965_224 - 998 * 4097  # fc8 sized for the folder's 2 classes
 
 
 def test_kernel_grid_separates_the_two_gpus():
@@ -214,17 +248,22 @@ def test_smoke_run_writes_the_full_run_record(tmp_path, data_root):
     run = only_run_dir(tmp_path, "03_alexnet")
     assert {"config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", "kernels.png"} <= {
         p.name for p in run.iterdir()}
-    from common.logging import SUMMARY_KEYS
     summary = read_summary(run)
-    assert set(SUMMARY_KEYS) <= set(summary) and summary == json.loads(json.dumps(card))
+    assert summary == json.loads(json.dumps(card)) and summary["params"] == count_params(
+        recipe.build_model(train.Config(**json.loads((run / "config.json").read_text())["config"]), 10))
     assert summary["dataset"] == "CIFAR-10 (JPEG-q75 mirror)" and summary["steps"] == 4
     assert summary["model"] == "alexnet-cifar-w0.25" and 0 < summary["value"] < 1
-    assert {"train", "test"} == {r["split"] for r in read_metrics(run)}
+    rows = read_metrics(run)
+    assert {"train", "test"} == {r["split"] for r in rows}
+    (test,) = [r for r in rows if r["split"] == "test"]  # one evaluation, at the last step
+    assert 0 <= test["train_error"] <= 1 and test["error"] == summary["value"]  # the recipe's running train error
     assert (run / "kernels.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_resume_continues_exactly(tmp_path, data_root):
-    flags = ["--schedule", "plateau", "--jitter", "0.1"]
+def test_resume_continues_exactly_through_the_plateau_schedule(tmp_path, data_root):
+    # evaluating every step with patience 1, the LR / 10 decisions fall inside the run and must survive the resume
+    flags = ["--schedule", "plateau", "--jitter", "0.1", "--eval-every", "1", "--patience", "1", "--val-size", "100",
+             "--test-subset", "100"]
     _smoke(tmp_path / "full", "--steps", "4", *flags)
     _smoke(tmp_path / "half", "--steps", "2", *flags)
     half = only_run_dir(tmp_path / "half", "03_alexnet")
@@ -232,14 +271,44 @@ def test_resume_continues_exactly(tmp_path, data_root):
     full = torch.load(only_run_dir(tmp_path / "full", "03_alexnet") / "checkpoint.pt", weights_only=True)
     resumed = torch.load(half / "checkpoint.pt", weights_only=True)
     assert resumed["step"] == full["step"] == 4
+    assert full["optimizer"]["param_groups"][0]["lr"] < 0.01  # the schedule did divide the LR
+    assert resumed["optimizer"]["param_groups"][0]["lr"] == full["optimizer"]["param_groups"][0]["lr"]
     for k, v in full["model"].items():
         assert torch.equal(v, resumed["model"][k]), k
 
 
 def test_relu_vs_tanh_smoke_records_both_arms(tmp_path, data_root):
-    card = _smoke(tmp_path, "--experiment", "relu_vs_tanh")
-    assert card["relu"]["epochs"] is not None and len(card["relu"]["curve"]) >= 1
-    assert card["paper_value"] == 6.0 and (only_run_dir(tmp_path, "03_alexnet") / "relu_vs_tanh.png").is_file()
+    card = _smoke(tmp_path, "--experiment", "relu_vs_tanh", "--train-subset", "64", "--target-error", "0.5")
+    run = only_run_dir(tmp_path, "03_alexnet")
+    assert card["paper_value"] == 6.0 and (run / "relu_vs_tanh.png").is_file()
+    assert card["relu"]["epochs"] is None and len(card["relu"]["curve"]) == len(card["tanh"]["curve"]) == 2
+    curves = {}
+    for r in read_metrics(run):
+        if r["split"] == "train_set":  # the whole training set, measured after every epoch
+            curves.setdefault(r["model"], []).append(round(r["error"], 4))
+    assert curves == {"relu": card["relu"]["curve"], "tanh": card["tanh"]["curve"]}
+    for act in ("relu", "tanh"):  # one checkpoint per net, at the step it stopped
+        assert torch.load(run / f"checkpoint-{act}.pt", weights_only=True)["step"] == 2 * 2  # 2 epochs of 64 / 32
+
+
+def test_groups_trains_each_arm_as_its_own_run(tmp_path, data_root):
+    card = _smoke(tmp_path, "--experiment", "groups", "--steps", "1", "--test-subset", "100")
+    arms = card["arms"]
+    assert list(arms) == ["two GPUs (grouped)", "one GPU, same maps", "one GPU, half the maps"]
+    grouped, same, half = (a["params"] for a in arms.values())
+    assert same > grouped > half  # ungrouping adds connections; halving conv1-4 removes more
+    for a in arms.values():
+        assert read_summary(Path(a["run_dir"]))["value"] == a["test_error"]
+    assert len(list((tmp_path / "03_alexnet").iterdir())) == 4  # three arms and the comparison
+
+
+def test_experiments_never_import_train():
+    # train.py sits on top: it imports recipe.py and experiments.py, neither of which imports it back
+    here = Path(train.__file__).parent
+    for name in ("recipe.py", "experiments.py", "model.py", "data.py", "figures.py"):
+        tree = ast.parse((here / name).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert "train" not in imported, name
 
 
 @pytest.mark.parametrize("args, message", [
@@ -248,8 +317,10 @@ def test_relu_vs_tanh_smoke_records_both_arms(tmp_path, data_root):
     (["--channels", "8,8,8"], "--channels takes five positive map counts"),
     (["--experiment", "imagenet", "--data-dir", "."], "ImageNet folder"),
     (["--groups", "3"], "invalid choice"),
+    (["--patience", "0"], "--patience must be at least 1"),
+    (["--target-error", "0.5"], "--target-error is for --experiment relu_vs_tanh"),
 ])
-def test_bad_input_is_a_clear_message_not_a_traceback(args, message, tmp_path):
-    r = run_cli("train", "03_alexnet", "--preset", "smoke", *args, "--out-dir", tmp_path)
-    assert r.returncode == 2, r.stderr
-    assert message in r.stderr and "Traceback" not in r.stderr
+def test_bad_input_is_a_clear_message_not_a_traceback(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:  # any other exception would be a traceback
+        _smoke(tmp_path, *args)
+    assert stop.value.code == 2 and message in capsys.readouterr().err

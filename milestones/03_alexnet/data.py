@@ -7,6 +7,7 @@ mirrors for training, and at test time the four corner patches, the centre patch
 softmax outputs are averaged.
 """
 
+import itertools
 from pathlib import Path
 
 import torch
@@ -141,3 +142,20 @@ def imagenet_loaders(root: Path, batch_size: int, workers: int, rank: int = 0, w
             pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(seed))
     return loaders["train"], loaders["val"], len(sets["train"].classes)
+
+
+class Epochs:
+    """A training DataLoader served the way a TensorLoader is: `batches(epoch, start)` is epoch `epoch`,
+    reshuffled from the seed, from batch `start` on (a resumed run loads and skips the batches it has seen)."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, seed: int = 0):
+        self.loader, self.seed = loader, seed
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def batches(self, epoch: int, start: int = 0):
+        if hasattr(self.loader.sampler, "set_epoch"):  # DistributedSampler shuffles by (seed, epoch)
+            self.loader.sampler.set_epoch(epoch)
+        self.loader.generator.manual_seed(self.seed * 100_003 + epoch)
+        return itertools.islice(self.loader, start, None)

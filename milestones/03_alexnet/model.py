@@ -178,10 +178,6 @@ class FourLayerCNN(nn.Module):
         return self.fc(self.features(x).flatten(1))
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def paper_param_count(cfg: AlexNetConfig = IMAGENET) -> int:
     """The parameter count worked out layer by layer, as in NOTES.md (weights + biases)."""
     total, c_in, size = 0, 3, cfg.image_size
