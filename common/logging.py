@@ -6,7 +6,7 @@
         summary.json    the result card that `python -m milestones compare` reads
         checkpoint.pt   latest training state (see checkpoint.py)
 
-Only rank 0 writes; on other ranks every method is a no-op.
+Only rank 0 writes; on other ranks every method is a no-op. Throughput and the loop schedule live in session.py.
 """
 
 import json
@@ -137,32 +137,3 @@ def progress(iterable=None, total=None, desc="", rt=None, unit="it", **kw):
     disable = rt is not None and not rt.is_main
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True,
                 file=sys.stderr, **kw)
-
-
-class Throughput:
-    """Examples (or tokens) per second, for the progress bar and the summary.
-
-    The first `warmup` measured steps are left out (torch.compile and cuDNN autotuning happen there).
-    """
-
-    def __init__(self, warmup: int = 0):
-        self.count = 0
-        self.seconds = 0.0
-        self._t = None
-        self._skip = warmup
-
-    def start(self):
-        self._t = time.perf_counter()
-
-    def stop(self, n: int):
-        if self._t is not None and self._skip > 0:
-            self._skip -= 1
-            self._t = None
-        elif self._t is not None:
-            self.seconds += time.perf_counter() - self._t
-            self.count += n
-            self._t = None
-
-    @property
-    def rate(self) -> float:
-        return self.count / self.seconds if self.seconds > 0 else 0.0

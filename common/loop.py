@@ -1,49 +1,8 @@
-"""Small pieces every explicit training loop needs: opening (or reopening) a run, stopping cleanly on
-Ctrl-C with the state saved, and refusing to continue past a NaN loss."""
-
-import contextlib
-import math
-import sys
+"""What every explicit training loop calls besides the session: the optimizer step (with loss scaling and
+clipping) and the evaluators for classifiers and language models."""
 
 import torch
 import torch.nn.functional as F
-
-from .checkpoint import find_checkpoint, load_checkpoint
-from .config import to_dict
-from .errors import UserError
-from .logging import RunLogger
-
-
-def open_run(cfg, milestone: str, model_name: str, rt, argv=None):
-    """(logger, checkpoint state or None). A resumed run keeps writing into the directory it came from."""
-    state, run_dir = None, None
-    if cfg.resume:
-        path = find_checkpoint(cfg.resume)
-        state = load_checkpoint(path)
-        run_dir = path.parent
-    logger = RunLogger(milestone, model_name, to_dict(cfg), cfg.out_dir, rt, run_dir=run_dir, argv=argv)
-    return logger, state
-
-
-def check_finite(loss, step: int, hint: str = "lower --lr, or try --precision fp32") -> float:
-    """The loss as a float; a clear error (not silent garbage) once it is NaN or infinite."""
-    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-    if not math.isfinite(value):
-        raise UserError(f"loss is {value} at step {step}: training diverged ({hint}); "
-                        f"the last checkpoint, if any, is unaffected")
-    return value
-
-
-@contextlib.contextmanager
-def save_on_interrupt(save, rt):
-    """On Ctrl-C: call save() (which returns the checkpoint path), say how to resume, exit 130."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        path = save()
-        if rt.is_main:
-            print(f"\ninterrupted: state saved to {path}\ncontinue with: --resume {path}", file=sys.stderr)
-        raise SystemExit(130) from None
 
 
 @torch.no_grad()

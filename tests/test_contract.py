@@ -29,6 +29,7 @@ CASES = {
     "03_alexnet": ["--schedule", "plateau", "--jitter", "0.1"],
     "04_resnet": ["--lr-drops", ""],
     "05_lstm": ["--experiment", "ptb", "--dropout", "0.3"],
+    "07_vae_gan_diffusion": ["--model", "gan"],
 }
 
 
@@ -36,9 +37,13 @@ def train_module(mid):
     return importlib.import_module(f"milestones.{mid}.train")
 
 
+LOG_EVERY = 3  # not a preset's value: the runs must honour the flag
+
+
 def smoke(mid, out, *flags):
     """A smoke run in this process (fast, and lets a test reach into it); returns its run directory."""
-    train_module(mid).main([*CASES[mid], "--preset", "smoke", "--out-dir", str(out), *flags])
+    train_module(mid).main([*CASES[mid], "--preset", "smoke", "--log-every", str(LOG_EVERY), "--out-dir", str(out),
+                            *flags])
     return only_run_dir(out, mid)
 
 
@@ -83,6 +88,8 @@ def test_smoke_run_writes_the_run_record(mid, full_runs):
     rows = read_metrics(run)
     assert "train" in {r["split"] for r in rows} and len({r["split"] for r in rows}) >= 2  # train + an evaluation
     assert all({"step", "epoch", "split", "time"} <= set(r) for r in rows)
+    assert {r["step"] for r in rows if r["split"] == "train"} == {*range(LOG_EVERY, card["steps"] + 1, LOG_EVERY),
+                                                                   card["steps"]}
     state = weights(run)
     assert state["milestone"] == mid and state["step"] == card["steps"] and state["train_seconds"] > 0
 
@@ -137,8 +144,37 @@ def test_the_final_checkpoint_is_written_once(mid, tmp_path, monkeypatch, data_r
     assert saved_steps.count(read_summary(run)["steps"]) == 1, saved_steps
 
 
+# Experiments a smoke run here cannot or need not cover, and why
+NOT_HERE = {("03_alexnet", "imagenet"): "needs an ImageFolder root; test_03_alexnet runs it on a generated one"}
+ALWAYS_FP32 = {("01_dnn", "symmetry"), ("01_dnn", "xor")}  # the 1986 nets: 64 patterns, full batch, no autocast
+ALL_EXPERIMENTS = [(m, e) for m in BUILT for e in train_module(m).EXPERIMENTS]
+
+
+@pytest.mark.parametrize("mid, experiment", ALL_EXPERIMENTS, ids=[f"{m}-{e}" for m, e in ALL_EXPERIMENTS])
+def test_every_experiment_smoke_runs_and_scales_its_losses(mid, experiment, tmp_path, monkeypatch, data_root):
+    """Each experiment finishes its smoke preset with a contract summary, and every update it makes goes through
+    the runtime's GradScaler (which fp16 needs: without loss scaling its small gradients underflow to zero)."""
+    if (mid, experiment) in NOT_HERE:
+        pytest.skip(NOT_HERE[mid, experiment])
+    from common.device import Runtime
+    scaled = []
+
+    class CountingScaler(torch.amp.GradScaler):
+        def scale(self, outputs):
+            scaled.append(1)
+            return super().scale(outputs)
+    monkeypatch.setattr(Runtime, "grad_scaler", lambda self: CountingScaler(self.device.type, enabled=False))
+    train_module(mid).main(["--experiment", experiment, "--preset", "smoke", "--out-dir", str(tmp_path)])
+    cards = [json.loads(p.read_text()) for p in (tmp_path / mid).glob("*/summary.json")]
+    assert cards and all(set(SUMMARY_KEYS) <= set(c) for c in cards)
+    assert all(c["world_size"] == 1 and c["device"] == "cpu" for c in cards)
+    if (mid, experiment) not in ALWAYS_FP32:
+        assert scaled, "the updates bypass the GradScaler"
+
+
 def _user_error(mid, argv, capsys) -> str:
     """Run the train script in-process; it must exit 2 with one `error:` line and no traceback."""
+    capsys.readouterr()  # what ran before (e.g. a fixture's training run) is not this call's output
     with pytest.raises(SystemExit) as e:
         train_module(mid).main(argv)
     assert e.value.code == 2
