@@ -11,9 +11,13 @@ class UserError(Exception):
 
 
 def exit_on_user_error(fn, *args, **kwargs):
-    """Call fn; turn a UserError into a one-line message and exit status 2."""
+    """Call fn; turn a UserError into a one-line message and exit status 2, and a Ctrl-C outside a training
+    loop (which saves and exits by itself) into a short line and exit status 130."""
     try:
         return fn(*args, **kwargs)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("\ninterrupted (nothing was being trained: nothing to save)", file=sys.stderr)
+        raise SystemExit(130) from None
