@@ -19,5 +19,5 @@ def exit_on_user_error(fn, *args, **kwargs):
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        print("\ninterrupted (nothing was being trained: nothing to save)", file=sys.stderr)
+        print("\ninterrupted outside the training loop; checkpoints already written are kept", file=sys.stderr)
         raise SystemExit(130) from None
