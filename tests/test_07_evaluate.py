@@ -87,9 +87,9 @@ def test_kid_is_unbiased_its_mean_does_not_depend_on_subset_size():
     # The V-statistic (diagonals kept) is biased upwards by ~ (E k(x,x) - E k(x,x')) / m: large for m = 10.
     g = torch.Generator().manual_seed(6)
     a, b = torch.randn(4000, 4, generator=g), torch.randn(4000, 4, generator=g) + 0.3
-    small, small_std = ev.kid(a, b, subsets=2000, subset_size=10)
-    large, _ = ev.kid(a, b, subsets=20, subset_size=2000)
-    assert small == pytest.approx(large, abs=4 * small_std / math.sqrt(2000))
+    small, small_std = ev.kid(a, b, subsets=1000, subset_size=10)
+    large, _ = ev.kid(a, b, subsets=20, subset_size=1000)
+    assert small == pytest.approx(large, abs=4 * small_std / math.sqrt(1000))
     x, y = a[:10].double(), b[:10].double()
     k = ev.polynomial_kernel
     biased = k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()
@@ -153,7 +153,7 @@ def test_real_digits_score_near_the_floor(mnist_clf, mnist):
     real = mnist["train"][0][pick].float() / 255
     s = ev.score_samples(real, "mnist", n=1000, classifier=clf, kid_subsets=20)
     assert s["n"] == 1000 and s["fcd_real"] > 0
-    assert s["fcd"] == pytest.approx(s["fcd_real"], rel=0.3)
+    assert s["fcd"] == pytest.approx(s["fcd_real"], rel=0.5)  # two real draws at n = 1000 differ by ~30%
     assert abs(s["kid"] - s["kid_real"]) < 3 * max(s["kid_std"], s["kid_real_std"])
     assert s["confident_fraction"] > 0.9
     assert s["class_entropy"] > 2.25 and s["class_entropy_real"] > 2.25  # log 10 = 2.303
@@ -170,6 +170,37 @@ def test_mode_collapse_shows_in_the_class_entropy(mnist_clf, mnist):
     s = ev.score_samples(one.repeat(64, 1, 1, 1), "mnist", n=64, classifier=mnist_clf[1], kid_subsets=10)
     assert s["n"] == 64 and s["class_entropy"] < 0.01 and s["class_entropy_real"] > 1.8
     assert s["fcd"] > 5 * s["fcd_real"]
+
+
+def test_cifar_classifier_code_path_on_synthetic_images():
+    """ResNet-20's recipe runs (crops, flips, SGD) and its features are what its fc layer reads. The real
+    CIFAR-10 training is a GPU job and is not run here."""
+    g = torch.Generator().manual_seed(0)
+    fake = lambda n: (torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),  # noqa: E731
+                      torch.randint(0, 10, (n,), generator=g))
+    clf = ev.Classifier("cifar10")
+    info = ev.train_classifier(clf, {"train": fake(128), "test": fake(16)}, steps=1)
+    assert info["steps"] == 1 and 0 <= info["test_accuracy"] <= 1 and not clf.training
+    x = torch.rand(5, 3, 32, 32, generator=g)
+    assert ev.features(clf, x).shape == (5, 64)
+    with torch.no_grad():
+        prepared = clf.prepare(x)
+        assert torch.allclose(clf.head(clf.penultimate(prepared)), clf.net(prepared), atol=1e-5)
+
+
+def test_lenet_features_are_f6_and_building_leaves_the_callers_random_state_alone():
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    clf = ev.Classifier("mnist").eval()
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.equal(ev.Classifier("mnist").net.c1.weight, clf.net.c1.weight)  # seeded: always the same start
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        prepared = clf.prepare(x)
+        assert prepared.shape == (3, 1, 32, 32)
+        assert torch.allclose(clf.head(clf.penultimate(prepared)), clf.net(prepared))
+    assert ev.features(clf, x).shape == (3, 84)
 
 
 # ---------------------------------------------------------------------------------------------------------

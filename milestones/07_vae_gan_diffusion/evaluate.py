@@ -35,17 +35,17 @@ from common.data.cifar import MEAN, STD
 from common.device import pick_device
 from common.errors import UserError
 
-# Milestone folders start with digits, so they cannot be imported with an `import` statement. Reusing 02's
-# LeNet-5 and 04's ResNet-20 as feature extractors is a documented exception to "milestones do not import each
-# other": the yardstick is only honest if it is a classifier the course itself built and measured.
+# Reuse across milestones, on purpose: the feature extractors are 02's LeNet-5 and 04's ResNet-20, classifiers
+# this course built and measured. Their folders start with digits, so `import` statements cannot name them.
 lenet = importlib.import_module("milestones.02_cnn_lenet.model")
 lenet_inputs = importlib.import_module("milestones.02_cnn_lenet.inputs")
 resnet = importlib.import_module("milestones.04_resnet.model")
 
 VERSION = "v1"  # bump when the architecture or the recipe changes: old cached weights are then ignored
 
-# Training recipes; steps is the default budget. LeNet-5 reaches 99% on MNIST in about a minute of CPU (2,000
-# steps, 4.3 epochs); ResNet-20 needs ~30 epochs for ~91% on CIFAR-10: a GPU job (well over half an hour on a CPU).
+# Training recipes; steps is the default budget. LeNet-5: 98.97% on MNIST after 2,000 steps (4.3 epochs), 109 s
+# on one thread of a busy 2-core CPU. ResNet-20: 30 epochs, ~91% expected on CIFAR-10; a GPU job (at 04's CPU
+# rate, 2,400 steps in 7.5 min, about 40 minutes).
 RECIPES = {
     "mnist": dict(arch="lenet5", shape=(1, 28, 28), steps=2000, batch=128, lr=3e-3, optimizer="adam"),
     "fashion_mnist": dict(arch="lenet5", shape=(1, 28, 28), steps=3000, batch=128, lr=3e-3, optimizer="adam"),
@@ -181,7 +181,7 @@ def load_or_train_classifier(dataset: str, data_dir=None, device="auto", steps: 
     """The cached classifier for `dataset`, trained and cached first if there is none. `.trained` says which
     happened, `.accuracy` is its test accuracy, `.path` its weights (with a JSON record beside them)."""
     clf = Classifier(dataset)
-    device = pick_device(device) if isinstance(device, str) else torch.device(device)
+    device = pick_device(device or "auto") if device is None or isinstance(device, str) else torch.device(device)
     path = classifier_path(dataset, steps)
     if path.is_file():
         try:
