@@ -194,13 +194,21 @@ def load_or_train_classifier(dataset: str, data_dir=None, device="auto", steps: 
     try:
         splits = data.load(dataset, data_dir)
     except UserError as e:
-        detail = " ".join(str(e).split())
         raise UserError(f"classifier FID needs a classifier for {dataset}: none cached at {path}, and the data to "
-                        f"train one is missing: {detail[:300]}") from None
+                        f"train one is missing: {one_line(e)}") from None
     info = train_classifier(clf.to(device), splits, steps or clf.recipe["steps"])
     _save(clf, path, info)
     clf.accuracy, clf.trained, clf.path = info["test_accuracy"], True, path
     return clf
+
+
+def one_line(error: Exception) -> str:
+    """A data loader's multi-line message ('files are missing:' and one indented line per file) as one line."""
+    lines = str(error).splitlines()
+    items = [line.split("  (")[0].strip() for line in lines[1:] if line.startswith(" ")]
+    if not items:
+        return " ".join(str(error).split())
+    return f"{lines[0]} {items[0]}" + (f" and {len(items) - 1} more" if len(items) > 1 else "")
 
 
 def train_classifier(clf: Classifier, splits: dict, steps: int) -> dict:
@@ -326,8 +334,7 @@ def _real_features(clf: Classifier, data_dir, n: int, seed: int):
         try:
             splits = data.load(clf.dataset, data_dir)
         except UserError as e:
-            raise UserError(f"scoring samples needs the real {clf.dataset} images: {' '.join(str(e).split())[:300]}"
-                            ) from None
+            raise UserError(f"scoring samples needs the real {clf.dataset} images: {one_line(e)}") from None
         g = torch.Generator().manual_seed(seed)
         out = []
         for split in ("test", "train"):
