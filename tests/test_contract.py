@@ -29,6 +29,7 @@ CASES = {
     "03_alexnet": ["--schedule", "plateau", "--jitter", "0.1"],
     "04_resnet": ["--lr-drops", ""],
     "05_lstm": ["--experiment", "ptb", "--dropout", "0.3"],
+    "06_transformer": ["--experiment", "translate"],
     "07_vae_gan_diffusion": ["--model", "gan"],
 }
 

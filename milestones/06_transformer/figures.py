@@ -1,0 +1,63 @@
+"""Where each head looks: the encoder-decoder attention of the last decoder layer, one panel per head."""
+
+import math
+from pathlib import Path
+
+import torch
+
+from . import data
+
+
+@torch.no_grad()
+def cross_attention(model, src_ids, out_ids) -> torch.Tensor:
+    """(h, T, S) weights of the last decoder layer's cross-attention while the model reads its own output
+    `out_ids` (without <bos>/<eos>) for the source `src_ids` (ending with <eos>), teacher-forced."""
+    device = next(model.parameters()).device
+    src = torch.as_tensor(src_ids, dtype=torch.long, device=device)[None]  # (1, S)
+    tgt_in = torch.tensor([[data.BOS, *out_ids]], dtype=torch.long, device=device)  # (1, T)
+    layer = model.decoder[-1].cross_attn
+    was_training = model.training
+    model.eval()
+    layer.keep_weights = True
+    try:
+        memory, src_keep = model.encode(src)
+        model.decode(tgt_in, memory, src_keep)
+        weights = layer.last_weights[0].float().cpu()  # (h, T, S): row t is the query predicting token t + 1
+    finally:
+        layer.keep_weights, layer.last_weights = False, None
+        model.train(was_training)
+    return weights
+
+
+def cross_attention_grid(model, src_ids, out_ids, tokenizer, path, title: str = "") -> Path:
+    """A PNG with one heat map per head: rows the output tokens, columns the source tokens."""
+    import matplotlib
+    matplotlib.use("Agg")  # no screen needed
+    import matplotlib.pyplot as plt
+
+    src_ids = [int(i) for i in src_ids]
+    out_ids = [int(i) for i in out_ids]
+    weights = cross_attention(model, src_ids, out_ids)  # (h, T, S)
+    piece = lambda i: "<eos>" if i == data.EOS else tokenizer.decode([i]).strip() or "_"
+    cols = [piece(i) for i in src_ids]
+    rows = [piece(i) for i in out_ids] + ["<eos>"]  # the query at row t predicts output token t
+    h = weights.shape[0]
+    ncol = min(4, h)
+    nrow = math.ceil(h / ncol)
+    size = 0.22 * max(len(cols), len(rows)) + 1.5
+    fig, axes = plt.subplots(nrow, ncol, figsize=(ncol * size, nrow * size), dpi=110, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= h:
+            ax.axis("off")
+            continue
+        ax.imshow(weights[k].numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_title(f"head {k + 1}", fontsize=9)
+        ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    fig.suptitle(title or "encoder-decoder attention, last decoder layer", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

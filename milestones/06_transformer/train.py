@@ -1,0 +1,489 @@
+"""Train the Transformer: German -> English on Multi30k, the copy task, and a GPT on Tiny Shakespeare.
+
+    python -m milestones train 06_transformer --preset quick                        # de->en, BLEU on test2016
+    python -m milestones train 06_transformer --experiment copy --preset quick      # seconds: learn to copy
+    python -m milestones train 06_transformer --experiment charlm --preset quick    # GPT on characters
+    python -m milestones sample 06_transformer --run DIR --prompt "ROMEO:"          # then write with it
+"""
+
+import time
+
+
+def _process_start() -> float:
+    """When this process started (Linux: from /proc, so Python's and torch's imports count), else now."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, in clock ticks after boot
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        import os
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.time()
+
+
+STARTED = _process_start()  # before torch is imported: seconds_to_target counts from here
+
+import copy  # noqa: E402
+import math  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from common import data as corpora  # noqa: E402
+from common.config import TrainConfig, arg, train_command  # noqa: E402
+from common.errors import UserError  # noqa: E402
+from common.loop import evaluate_lm, optimizer_step  # noqa: E402
+from common.session import Session, open_run  # noqa: E402
+
+from . import data, decode  # noqa: E402
+from .figures import cross_attention_grid  # noqa: E402
+from .gpt import GPT  # noqa: E402
+from .model import CONFIGS, IMPLS, Transformer  # noqa: E402
+
+MILESTONE = "06_transformer"
+SEQ2SEQ = ("translate", "copy")
+CORPORA = ("multi30k", "multi30k-hub", "wmt14")
+BASE_BLEU = 27.3  # Table 2: Transformer (base model), WMT 2014 English-German newstest2014
+
+
+@dataclass
+class Config(TrainConfig):
+    experiment: str = arg("translate", "what to run (the list below)")
+    layers: int = arg(6, "N: encoder layers and decoder layers (charlm: GPT blocks)")
+    decoder_layers: int = arg(0, "decoder layers, when not --layers (0 = the same)", only=SEQ2SEQ)
+    d_model: int = arg(512, "d_model, the width of every layer")
+    heads: int = arg(8, "h, attention heads")
+    d_ff: int = arg(2048, "inner size of the feed-forward networks (charlm: always 4 d_model)", only=SEQ2SEQ)
+    dropout: float = arg(0.1, "P_drop on every sub-layer's output and on the embeddings (charlm: also on the "
+                         "attention weights)")
+    norm: str = arg("post", "post: LayerNorm(x + Sublayer(x)), the paper; pre: x + Sublayer(LayerNorm(x))",
+                    choices=("post", "pre"), only=SEQ2SEQ)
+    positions: str = arg("sinusoidal", "sinusoidal (sec. 3.5) or learned (Table 3 row E)",
+                         choices=("sinusoidal", "learned"), only=SEQ2SEQ)
+    impl: str = arg("fast", "attention: fast (PyTorch's fused kernels) or scratch (eq. 1 written out; the faster "
+                    "of the two on a CPU for short sequences)", choices=IMPLS)
+    lr: float = arg(1.0, "translate/copy: factor on the paper's rate d_model^-0.5 min(step^-0.5, step warmup^-1.5) "
+                    "(1 = the paper); charlm: peak AdamW learning rate")
+    warmup: int = arg(4000, "warm-up steps (translate/copy: of the paper's schedule, eq. 3; charlm: linear)")
+    clip: float = arg(0.0, "clip the global gradient norm to this value (0 = never; the paper does not clip)")
+    # translation and copying
+    batch_tokens: int = arg(50000, "padded source + target tokens per step, over all ranks (the paper: ~25000 "
+                            "of each)", only=SEQ2SEQ)
+    label_smoothing: float = arg(0.1, "epsilon_ls of sec. 5.4", only=SEQ2SEQ)
+    corpus: str = arg("multi30k", "multi30k (de->en, the files under the data root), multi30k-hub (the same "
+                      "from the Hugging Face hub), wmt14 (en->de, the paper's task; hub, needs the network)",
+                      choices=CORPORA, only="translate")
+    vocab_size: int = arg(8000, "joint BPE vocabulary (the paper: about 37000 for WMT14 en-de)", only="translate")
+    max_len: int = arg(0, "drop training pairs longer than this many tokens (0 = keep all)", only="translate")
+    average: int = arg(0, "decode with the average of the last K checkpoints' weights (one is kept every "
+                       "--ckpt-every steps; the paper averaged 5 for base); 0 = the final weights", only="translate")
+    beam: int = arg(4, "beam size for the test translations (1 = greedy)", only="translate")
+    alpha: float = arg(0.6, "length penalty alpha of the beam search (Wu et al. 2016)", only="translate")
+    test_size: int = arg(0, "translate only the first N test sentences (0 = all)", only="translate")
+    copy_length: int = arg(10, "copy task: sequences of 1 to N symbols", only="copy")
+    copy_vocab: int = arg(16, "copy task: symbols 4 .. V-1 (0-3 are the special tokens)", only="copy")
+    # the character-level GPT
+    context: int = arg(256, "tokens of context (block size)", only="charlm")
+    bias: bool = arg(False, "biases in every Linear and LayerNorm (nanoGPT's Shakespeare config: none)",
+                     only="charlm")
+    weight_decay: float = arg(0.1, "AdamW weight decay on the weight matrices and embeddings", only="charlm")
+    schedule: str = arg("cosine", "after the warm-up: cosine down to lr/10 at the last step, or constant",
+                        choices=("cosine", "constant"), only="charlm")
+    target: float = arg(1.886, "the validation loss whose first crossing is timed (seconds_to_target)",
+                        only="charlm")
+    sample_chars: int = arg(500, "characters sampled into samples/ at the end (0 = none)", only="charlm")
+    log_every: int = arg(100, "log the training loss and throughput every N steps (and at the last)")
+
+
+PAPER = dict(corpus="wmt14", vocab_size=37000, **{"d_model": 512, "layers": 6, "heads": 8, "d_ff": 2048},
+             dropout=0.1, batch_tokens=50000, steps=100_000, warmup=4000, lr=1.0, average=5, ckpt_every=2000,
+             eval_every=2000, max_len=256)  # sec. 5: base model, 100k steps; the last 5 checkpoints averaged
+BABY_GPT = dict(layers=6, heads=6, d_model=384, context=256, dropout=0.2, batch_size=64, lr=1e-3, steps=5000,
+                warmup=100, weight_decay=0.1, eval_every=250, ckpt_every=1000)  # nanoGPT's train_shakespeare_char
+
+PRESETS = {
+    "translate/paper": PAPER,
+    # one GPU, Multi30k: a base-width model, 3 layers (29k sentence pairs overfit the paper's 6), ~30 epochs
+    "translate/default": dict(d_model=512, layers=3, heads=8, d_ff=2048, dropout=0.1, vocab_size=8000,
+                              batch_tokens=8000, steps=8000, warmup=2000, average=5, ckpt_every=500,
+                              eval_every=500, precision="bf16"),
+    # <= 15 CPU minutes: 3 + 3 layers of d 256, about 4 epochs, bf16
+    "translate/quick": dict(d_model=256, layers=3, heads=4, d_ff=1024, dropout=0.1, vocab_size=8000,
+                            batch_tokens=6000, steps=900, warmup=400, lr=1.0, average=3, ckpt_every=150,
+                            eval_every=300, precision="bf16", impl="scratch", log_every=50),
+    "translate/smoke": dict(d_model=32, layers=1, heads=2, d_ff=64, dropout=0.1, vocab_size=300, batch_tokens=1500,
+                            steps=6, warmup=4, average=2, ckpt_every=3, eval_every=3, test_size=20, beam=1,
+                            log_every=2, threads=1),
+    # the copy task: the same training code, seconds
+    **{f"copy/{p}": dict(d_model=64, layers=2, heads=4, d_ff=256, dropout=0.1, batch_tokens=4000, steps=400,
+                         warmup=100, lr=2.0, eval_every=100, ckpt_every=400) for p in ("paper", "default", "quick")},
+    "copy/smoke": dict(d_model=16, layers=1, heads=2, d_ff=32, batch_tokens=600, steps=6, warmup=4, lr=2.0,
+                       eval_every=3, ckpt_every=3, log_every=2, threads=1),
+    "charlm/paper": BABY_GPT,
+    "charlm/default": BABY_GPT,
+    # beats nanoGPT's documented CPU run (4 x 128, context 64, batch 12, 2000 iters: val 1.88) on a third of its time
+    "charlm/quick": dict(layers=2, heads=4, d_model=128, context=64, dropout=0.0, batch_size=64, lr=3e-3,
+                         steps=600, warmup=50, eval_every=300, ckpt_every=600, precision="bf16", impl="scratch",
+                         threads=1, sample_chars=300),
+    "charlm/smoke": dict(layers=1, heads=2, d_model=32, context=32, dropout=0.1, batch_size=8, lr=3e-3, steps=6,
+                         warmup=2, eval_every=3, ckpt_every=3, log_every=2, sample_chars=50, threads=1),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Translation and copying: one training loop for both
+# ---------------------------------------------------------------------------------------------------------
+
+def rate(step: int, d_model: int, warmup: int) -> float:
+    """Eq. 3: lrate = d_model^-0.5 * min(step_num^-0.5, step_num * warmup_steps^-1.5), step_num from 1."""
+    return d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+
+
+def transformer_from(cfg: dict, vocab_size: int, max_len: int) -> Transformer:
+    """The Transformer a run's config describes (dropout as trained; the caller sets eval mode)."""
+    return Transformer(vocab_size, cfg["d_model"], cfg["layers"], cfg["heads"], cfg["d_ff"], cfg["dropout"],
+                       cfg["norm"], cfg["positions"], max_len, data.PAD, cfg["impl"],
+                       n_decoder_layers=cfg["decoder_layers"] or None)
+
+
+def transformer_name(cfg: Config) -> str:
+    layers = f"{cfg.layers}+{cfg.decoder_layers or cfg.layers}"
+    shape = dict(d_model=cfg.d_model, n_layers=cfg.layers, h=cfg.heads, d_ff=cfg.d_ff)
+    named = next((n for n, c in CONFIGS.items() if all(c[k] == v for k, v in shape.items())
+                  and not cfg.decoder_layers), None)
+    return f"transformer-{named}" if named else f"transformer-{layers}x{cfg.d_model}-h{cfg.heads}"
+
+
+def check_seq2seq(cfg: Config) -> None:
+    for name in ("layers", "d_model", "heads", "d_ff", "warmup"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.d_model % cfg.heads:
+        raise UserError(f"--d-model {cfg.d_model} is not divisible by --heads {cfg.heads}")
+    if not 0 <= cfg.dropout < 1 or not 0 <= cfg.label_smoothing < 1:
+        raise UserError("--dropout and --label-smoothing must be in [0, 1)")
+
+
+class Pairs:
+    """A split held in memory as (src, tgt) id tensors, batched by token count (sec. 5.1)."""
+
+    def __init__(self, ds, max_tokens: int, rt, shuffle: bool, seed: int = 0):
+        self.rows = data.pairs(ds)
+        self.batcher = data.TokenBatches(ds["src_len"][:], ds["tgt_len"][:], max_tokens, shuffle=shuffle,
+                                         seed=seed, rank=rt.rank, world_size=rt.world_size)
+        self.device = rt.device
+
+    def __len__(self) -> int:
+        return len(self.batcher)
+
+    def batches(self, epoch: int = 0, start: int = 0):
+        """(src (B, S), tgt_in (B, T), tgt_out (B, T)) on the device, and the batch's real tokens (both sides)."""
+        for idx in self.batcher.batches(epoch, start):
+            src, tgt_in, tgt_out = data.collate([self.rows[i] for i in idx], data.PAD)
+            tokens = int((src != data.PAD).sum() + (tgt_out != data.PAD).sum())  # counted on the CPU: no sync
+            yield (*(t.to(self.device, non_blocking=True) for t in (src, tgt_in, tgt_out)), tokens)
+
+
+@torch.no_grad()
+def evaluate_nll(net, split: Pairs, rt) -> dict:
+    """Mean negative log-likelihood per target token (no label smoothing) under teacher forcing."""
+    net.eval()
+    totals = torch.zeros(2, device=rt.device, dtype=torch.float64)  # NLL sum, target tokens
+    for src, tgt_in, tgt_out, _ in split.batches():
+        with rt.autocast():
+            logits = net(src, tgt_in)
+        totals[0] += F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=data.PAD,
+                                     reduction="sum")
+        totals[1] += (tgt_out != data.PAD).sum()
+    rt.all_reduce_sum(totals)
+    net.train()
+    nll = float(totals[0] / totals[1])
+    return {"loss": nll, "perplexity": math.exp(min(nll, 50.0))}
+
+
+def train_seq2seq(cfg: Config, rt, run, splits: dict, vocab_size: int, max_len: int):
+    """Train a Transformer on splits["train"] with the paper's recipe; returns (session, model, kept weights).
+
+    Adam(0.9, 0.98, 1e-9), the warm-up-then-inverse-square-root rate of eq. 3, label smoothing, token-count
+    batches, validation NLL at each eval point. With --average K the weights at each checkpoint are kept
+    (the last K of them) in the run directory."""
+    train = Pairs(splits["train"], cfg.batch_tokens, rt, shuffle=True, seed=cfg.seed)
+    valid = Pairs(splits["val"], cfg.batch_tokens, rt, shuffle=False)
+    model = transformer_from(vars(cfg), vocab_size, max_len).to(rt.device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9)  # sec. 5.3
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: rate(s + 1, cfg.d_model, cfg.warmup))
+    scaler = rt.grad_scaler()
+    total = cfg.steps or cfg.epochs * len(train)
+    sess = Session(cfg, rt, run, total, len(train), unit="tokens")
+    sess.attach(model, opt, sched, scaler, extra=lambda: dict(vocab_size=vocab_size, max_len=max_len))
+    net = rt.wrap(model, compile=cfg.compile)
+    keep = KeptWeights(run.dir, cfg.average, cfg.ckpt_every, total, rt)
+    with sess:
+        while sess.running:
+            epoch, start = sess.position()
+            for src, tgt_in, tgt_out, tokens in train.batches(epoch, start):
+                with rt.autocast():
+                    logits = net(src, tgt_in)  # (B, T, V)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=data.PAD,
+                                       label_smoothing=cfg.label_smoothing)  # per target token
+                optimizer_step(loss, opt, scaler, cfg.clip, model.parameters())
+                sched.step()
+                keep.add(model, sess.step_count + 1)  # before the session counts the step, which may stop the run
+                sess.step(tokens * rt.world_size)
+                if sess.due("log"):
+                    sess.log("train", loss=loss, lr=sched.get_last_lr()[0])
+                if sess.due("eval"):
+                    sess.log("valid", **evaluate_nll(net, valid, rt))
+                if not sess.running:
+                    break
+    return sess, model, keep
+
+
+class KeptWeights:
+    """The model's weights at the last K checkpoints, as weights-<step>.pt in the run directory (rank 0), and
+    their average (Vaswani et al.: "averaging the last 5 checkpoints")."""
+
+    def __init__(self, run_dir, k: int, every: int, total: int, rt):
+        self.dir, self.k, self.every, self.total, self.rt = run_dir, k, every, total, rt
+
+    def files(self) -> list:
+        return sorted(self.dir.glob("weights-*.pt"))
+
+    def add(self, model, step: int) -> None:
+        """Keep the weights after `step` if it is a checkpoint step (every `every` and the last)."""
+        if self.k < 1 or not self.rt.is_main or (step % self.every and step != self.total):
+            return
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        tmp = self.dir / f"weights-{step:08d}.pt.tmp"
+        torch.save({"model": state, "step": step}, tmp)
+        tmp.replace(self.dir / f"weights-{step:08d}.pt")
+        for old in self.files()[:-self.k]:
+            old.unlink()
+
+    def averaged(self, model):
+        """(a copy of `model` holding the average of the kept weights, their steps); (`model`, [its step]) when
+        fewer than two are kept. Every rank reads the files; rank 0 also writes averaged.pt."""
+        if self.rt.distributed:  # rank 0 has written the last file
+            torch.distributed.barrier()
+        files = self.files()[-self.k:] if self.k > 0 else []
+        states = [torch.load(f, map_location="cpu", weights_only=True) for f in files]
+        steps = [s["step"] for s in states]
+        if len(states) < 2:
+            return model, steps
+        mean = {k: sum(s["model"][k].double() for s in states) / len(states) for k in states[0]["model"]}
+        avg = copy.deepcopy(model)  # the training state (checkpoint.pt) keeps the last weights
+        avg.load_state_dict({k: v.to(states[0]["model"][k].dtype) for k, v in mean.items()})
+        if self.rt.is_main:
+            torch.save({"model": avg.state_dict(), "steps": steps}, self.dir / "averaged.pt")
+        return avg, steps
+
+
+def run_translate(cfg: Config, rt, argv) -> dict:
+    """German -> English on Multi30k (or the paper's WMT14 en->de): the Transformer, beam search, sacreBLEU"""
+    check_seq2seq(cfg)
+    if cfg.beam < 1:
+        raise UserError(f"--beam must be at least 1 (1 = greedy), got {cfg.beam}")
+    if cfg.average < 0 or cfg.test_size < 0 or cfg.max_len < 0:
+        raise UserError("--average, --test-size and --max-len must be >= 0")
+    max_len = cfg.max_len or None
+    if cfg.corpus == "wmt14":
+        splits = data.load_wmt14(cfg.vocab_size, max_len)
+        src_lang, tgt_lang, dataset = "en", "de", "WMT14 en-de (newstest2014)"
+    else:
+        splits = data.load_multi30k(cfg.data_dir, cfg.vocab_size, max_len,
+                                    source="hub" if cfg.corpus == "multi30k-hub" else "local")
+        src_lang, tgt_lang, dataset = "de", "en", "Multi30k de-en (test_2016_flickr)"
+    tok = splits["tokenizer"]
+    longest = max(int(splits[s][c][:].max()) for s in ("train", "val", "test") for c in ("src_len", "tgt_len"))
+    positions = longest + decode.EXTRA_LENGTH + 1  # the decoder may write up to source length + 50 tokens
+    run = open_run(cfg, rt, MILESTONE, transformer_name(cfg), argv)
+    run_dir = run.dir
+    if rt.is_main:
+        data.save_tokenizer(tok, run_dir / "tokenizer.json")  # for `sample`, even if the run is interrupted
+    sess, model, keep = train_seq2seq(cfg, rt, run, splits, tok.get_vocab_size(), positions)
+    final, averaged = keep.averaged(model)
+
+    sources, references = splits["raw"]["test"]
+    n = min(cfg.test_size or len(sources), len(sources))
+    test_ids = [row["src"] for row in splits["test"].select(range(n))]
+    t0 = time.time()
+    with rt.autocast():
+        hyps = decode.translate(final, test_ids, data.BOS, data.EOS, data.PAD, cfg.beam, cfg.alpha)
+    decode_seconds = time.time() - t0
+    translations = [data.decode_ids(tok, h) for h in hyps]  # detokenised: the byte-level BPE gives the text back
+    cased, lower = decode.bleu(translations, references[:n]), decode.bleu(translations, references[:n], True)
+    if rt.is_main:
+        (run_dir / "translations.txt").write_text("".join(t.replace("\n", " ") + "\n" for t in translations))
+        cross_attention_grid(final, test_ids[0], hyps[0], tok, run_dir / "cross_attention.png",
+                             title=f"{sources[0]}")
+    sess.log("test", bleu=cased["score"], bleu_lowercase=lower["score"], sentences=n,
+             decode_seconds=round(decode_seconds, 1))
+    paper = BASE_BLEU if cfg.corpus == "wmt14" else None
+    card = sess.summary(
+        dataset=dataset if n == len(sources) else f"{dataset}, first {n} test sentences", metric="BLEU",
+        value=round(cased["score"], 2), paper_value=paper,
+        paper_source="Vaswani et al. 2017, Table 2 (base, EN-DE newstest2014)" if paper else None,
+        bleu_signature=cased["signature"], bleu_lowercase=round(lower["score"], 2),
+        valid_loss=sess.results.get("valid_loss"), beam=cfg.beam, alpha=cfg.alpha, averaged_steps=averaged,
+        direction=f"{src_lang}->{tgt_lang}", decode_seconds=round(decode_seconds, 1))
+    if rt.is_main:
+        print(f"{sess.run.model}: BLEU {cased['score']:.2f} ({cased['signature']}), lowercased {lower['score']:.2f}, "
+              f"on {n} test sentences; {card['train_seconds']:.0f} s, {sess.rate:,.0f} tokens/s; "
+              f"run record: {run_dir}")
+    return card
+
+
+def run_copy(cfg: Config, rt, argv) -> dict:
+    """the copy task (generated): the translation loop learns to copy; exact-match accuracy of greedy decoding"""
+    check_seq2seq(cfg)
+    if cfg.copy_length < 1 or cfg.copy_vocab <= len(data.SPECIALS):
+        raise UserError(f"--copy-length must be >= 1 and --copy-vocab > {len(data.SPECIALS)}")
+    lengths = (1, cfg.copy_length)
+    splits = {"train": data.copy_task(20000, lengths, cfg.copy_vocab, seed=cfg.seed),
+              "val": data.copy_task(500, lengths, cfg.copy_vocab, seed=cfg.seed + 1)}
+    held_out = data.copy_task(500, lengths, cfg.copy_vocab, seed=cfg.seed + 2)
+    run = open_run(cfg, rt, MILESTONE, f"copy-{transformer_name(cfg)}", argv)
+    sess, model, _ = train_seq2seq(cfg, rt, run, splits, cfg.copy_vocab, 2 * cfg.copy_length + 64)
+    sources = [row["src"] for row in held_out]
+    hyps = decode.translate(model, sources, data.BOS, data.EOS, data.PAD, beam=1, max_len=cfg.copy_length + 1)
+    exact = sum(h == s[:-1].tolist() for h, s in zip(hyps, sources)) / len(sources)  # s ends with <eos>
+    sess.log("test", exact_match=exact)
+    card = sess.summary(dataset=f"copy task (generated, lengths 1-{cfg.copy_length}, {cfg.copy_vocab - 4} symbols)",
+                        metric="exact_match (greedy)", value=round(exact, 4), paper_value=None, paper_source=None,
+                        valid_loss=sess.results.get("valid_loss"))
+    if rt.is_main:
+        print(f"{sess.run.model}: {exact:.1%} of {len(sources)} held-out sequences copied exactly; "
+              f"{card['train_seconds']:.0f} s; run record: {sess.run.dir}")
+    return card
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GPT on Tiny Shakespeare
+# ---------------------------------------------------------------------------------------------------------
+
+def gpt_from(cfg: dict, vocab_size: int) -> GPT:
+    return GPT(vocab_size, cfg["context"], cfg["layers"], cfg["heads"], cfg["d_model"], cfg["dropout"],
+               cfg["bias"], cfg["impl"])
+
+
+def windows(ids: torch.Tensor, batch: int, context: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch` random windows of context + 1 tokens, drawn from `seed` alone: x, y (B, T), y = x shifted by one."""
+    g = torch.Generator().manual_seed(seed)
+    start = torch.randint(len(ids) - context, (batch,), generator=g).to(ids.device)
+    w = ids[start[:, None] + torch.arange(context + 1, device=ids.device)]  # (B, T + 1)
+    return w[:, :-1], w[:, 1:]
+
+
+def tiled(ids: torch.Tensor, context: int, batch: int, rt) -> list:
+    """The whole split as non-overlapping windows (this rank's share), in batches of (x, y) (B, T)."""
+    n = (len(ids) - 1) // context
+    x = ids[:n * context].view(n, context)[rt.rank::rt.world_size]
+    y = ids[1:n * context + 1].view(n, context)[rt.rank::rt.world_size]
+    return [(x[i:i + batch], y[i:i + batch]) for i in range(0, len(x), batch)]
+
+
+def lr_lambda(cfg: Config, total: int):
+    """Linear warm-up to the peak, then constant or a cosine down to a tenth of it at the last step."""
+    def f(s):
+        if s < cfg.warmup:
+            return (s + 1) / cfg.warmup
+        if cfg.schedule == "constant":
+            return 1.0
+        q = min(1.0, (s - cfg.warmup) / max(1, total - cfg.warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * q))
+    return f
+
+
+def make_adamw(model, cfg: Config, device):
+    """AdamW with decay on the matrices and embeddings only (as nanoGPT), fused where PyTorch supports it."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=device.type in ("cuda", "cpu"))
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+
+
+def run_charlm(cfg: Config, rt, argv) -> dict:
+    """GPT on Tiny Shakespeare characters (nanoGPT's baby GPT); then `python -m milestones sample 06_transformer`"""
+    for name in ("layers", "d_model", "heads", "context", "warmup"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.d_model % cfg.heads:
+        raise UserError(f"--d-model {cfg.d_model} is not divisible by --heads {cfg.heads}")
+    if cfg.batch_size % rt.world_size:
+        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by {rt.world_size} ranks")
+    corpus = corpora.load("tinyshakespeare", cfg.data_dir)
+    vocab = corpus["vocab"]
+    train, valid = corpus["train"].to(rt.device), corpus["valid"].to(rt.device)
+    val_batches = tiled(valid, cfg.context, 64, rt)
+    model = gpt_from(vars(cfg), len(vocab)).to(rt.device)
+    opt = make_adamw(model, cfg, rt.device)
+    total = cfg.steps or cfg.epochs * (len(train) // (cfg.batch_size * cfg.context))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
+    scaler = rt.grad_scaler()
+    name = f"gpt-{cfg.layers}x{cfg.d_model}-ctx{cfg.context}"
+    steps_per_epoch = max(1, len(train) // (cfg.batch_size * cfg.context))  # an "epoch": as many characters as the text
+    sess = Session(cfg, rt, open_run(cfg, rt, MILESTONE, name, argv), total, steps_per_epoch, unit="tokens")
+    sess.attach(model, opt, sched, scaler, extra=lambda: dict(vocab=vocab))
+    net = rt.wrap(model, compile=cfg.compile)
+    local = cfg.batch_size // rt.world_size
+    with sess:
+        while sess.running:
+            seed = (cfg.seed * 1_000_003 + sess.step_count) * 1024 + rt.rank  # the batch depends on the step alone
+            x, y = windows(train, local, cfg.context, seed)
+            with rt.autocast():
+                logits = net(x)  # (B, T, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            optimizer_step(loss, opt, scaler, cfg.clip, model.parameters())
+            sched.step()
+            sess.step(cfg.batch_size * cfg.context)
+            if sess.due("log"):
+                sess.log("train", loss=loss, lr=sched.get_last_lr()[0])
+            if sess.due("eval"):
+                val = evaluate_lm(net, val_batches, rt)
+                if val <= cfg.target and "steps_to_target" not in sess.results:
+                    sess.results.update(seconds_to_target=round(time.time() - STARTED, 2),
+                                        steps_to_target=sess.step_count,
+                                        tokens_to_target=sess.step_count * cfg.batch_size * cfg.context,
+                                        train_seconds_to_target=round(sess.train_seconds, 2))
+                sess.log("valid", loss=val)
+    val = sess.results["valid_loss"]
+    reached = {k: sess.results.get(k) for k in ("seconds_to_target", "steps_to_target", "tokens_to_target",
+                                                 "train_seconds_to_target")}
+    card = sess.summary(dataset="Tiny Shakespeare (last 10% = validation)", metric="val_loss (nats/char)",
+                        value=round(val, 4), paper_value=1.4697 if cfg.preset in ("default", "paper") else None,
+                        paper_source="nanoGPT README, baby GPT on Tiny Shakespeare (A100)"
+                        if cfg.preset in ("default", "paper") else None,
+                        target=cfg.target, **reached)
+    if rt.is_main and cfg.sample_chars > 0:
+        from common.data.text import decode as decode_chars
+        model.eval()
+        g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+        with rt.autocast():
+            out = model.generate(torch.zeros(1, 1, dtype=torch.long, device=rt.device), cfg.sample_chars,
+                                 temperature=0.8, generator=g)
+        text = decode_chars(out[0].tolist(), vocab, False)
+        (sess.run.dir / "samples").mkdir(exist_ok=True)
+        (sess.run.dir / "samples" / "sample.txt").write_text(text)
+        print(f"--- sample (temperature 0.8) ---\n{text}\n---")
+    if rt.is_main:
+        hit = (f"val <= {cfg.target} at step {reached['steps_to_target']}, {reached['seconds_to_target']:.1f} s "
+               f"after the process started" if reached["steps_to_target"] else f"val never <= {cfg.target}")
+        print(f"{name}: val loss {val:.4f} nats/char; {hit}; {card['train_seconds']:.0f} s, {sess.rate:,.0f} "
+              f"tokens/s; run record: {sess.run.dir}")
+    return card
+
+
+EXPERIMENTS = {"translate": run_translate, "copy": run_copy, "charlm": run_charlm}
+
+
+def main(argv=None, prog="python -m milestones train 06_transformer"):
+    return train_command(Config, PRESETS, EXPERIMENTS, argv, prog, __doc__, MILESTONE)
+
+
+if __name__ == "__main__":
+    main()
