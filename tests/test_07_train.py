@@ -1,0 +1,222 @@
+"""07's train and sample scripts: every generator's smoke run leaves its record and its sample grids, the
+comparisons train two arms in one run, the yardstick's numbers reach the summary, runs resume exactly (the EMA
+and BatchNorm statistics too), sample.py draws from any of the four, and user mistakes are one-line errors."""
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from common.checkpoint import load_checkpoint
+from tests.conftest import only_run_dir, read_metrics, read_summary
+
+train = importlib.import_module("milestones.07_vae_gan_diffusion.train")
+sample = importlib.import_module("milestones.07_vae_gan_diffusion.sample")
+MID = "07_vae_gan_diffusion"
+SIDE = {"vae": 28, "gan": 28, "dcgan": 28, "ddpm": 8}  # ddpm's smoke preset trains at 8x8 to stay fast
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These nets are tiny: on a busy CPU, a second OpenMP thread waiting for a core costs more than it splits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def smoke(out, *flags):
+    train.main([*flags, "--preset", "smoke", "--out-dir", str(out)])
+    return only_run_dir(out, MID)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_root):
+    """One smoke run per model, made on first use and shared by the tests below."""
+    made = {}
+
+    def get(model):
+        if model not in made:
+            made[model] = smoke(tmp_path_factory.mktemp(f"smoke-{model}"), "--model", model)
+        return made[model]
+    return get
+
+
+def grid_cells(path, side: int, nrow: int = 8, rows: int = 8) -> np.ndarray:
+    """The images of a PNG grid made by save_grid, (rows, nrow, side, side) grey levels, after checking the PNG
+    signature, a size above a few hundred bytes and the grid's exact dimensions (2-pixel padding)."""
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 300
+    image = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
+    step = side + 2
+    assert image.shape == (rows * step + 2, nrow * step + 2)
+    return np.stack([np.stack([image[2 + r * step:2 + r * step + side, 2 + c * step:2 + c * step + side]
+                               for c in range(nrow)]) for r in range(rows)])
+
+
+def user_error(argv, capsys, main=train.main) -> str:
+    capsys.readouterr()  # whatever ran before
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training runs
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", train.MODELS)
+def test_smoke_run_writes_its_summary_and_sample_grids(model, runs):
+    run = runs(model)
+    card = read_summary(run)
+    assert card["metric"] == ("test_nll" if model == "vae" else "classifier_fid")
+    assert card["model"].startswith(model) and card["steps"] == train.RECIPES[model]["smoke"]["steps"]
+    if model == "vae":  # the importance-sampled estimate is a better bound than the ELBO
+        assert 0 < card["value"] < -card["test_elbo"]
+    evals = [r["step"] for r in read_metrics(run) if r["split"] == "test"]
+    assert evals and evals[-1] == card["steps"]
+    for step in evals:  # a grid at every evaluation
+        cells = grid_cells(run / "samples" / f"step_{step}.png", SIDE[model]).reshape(64, -1)
+        assert len({c.tobytes() for c in cells}) == 64  # 64 different draws, not one picture repeated
+
+
+def test_vae_with_a_2d_latent_draws_the_manifold(tmp_path, data_root):
+    run = smoke(tmp_path, "--model", "vae", "--z-dim", "2")
+    cells = grid_cells(run / "manifold.png", 28, nrow=20, rows=20)
+    assert np.abs(cells[0, 0] - cells[-1, -1]).mean() > 0  # opposite corners of the latent square decode apart
+
+
+def test_gan_loss_trains_two_arms_into_one_run(tmp_path, data_root):
+    run = smoke(tmp_path, "--experiment", "gan_loss")
+    card = read_summary(run)
+    assert set(card["arms"]) == {"minimax", "nonsaturating"}
+    assert card["steps"] == 2 * train.RECIPES["gan"]["smoke"]["steps"]
+    arms = {arm: load_checkpoint(run / f"checkpoint-{arm}.pt") for arm in card["arms"]}
+    assert {s["config"]["g_loss"] for s in arms.values()} == {"minimax", "nonsaturating"}
+    g = "G.out.weight"  # the same seed and data: only the generator's loss tells the arms apart
+    assert not torch.equal(arms["minimax"]["model"][g], arms["nonsaturating"]["model"][g])
+    for arm in card["arms"]:
+        assert sorted(p.name for p in (run / "samples" / arm).glob("step_*.png"))
+    assert {r.get("arm") for r in read_metrics(run)} == {"minimax", "nonsaturating"}
+
+
+def test_the_yardstick_reaches_the_summary(tmp_path, data_root):
+    # a 20-step classifier (cached under its own name) keeps this fast; the numbers are only checked for sense
+    run = smoke(tmp_path, "--model", "gan", "--fid-samples", "64", "--fid-classifier-steps", "20")
+    card = read_summary(run)
+    for key in ("fcd", "kid", "confident_fraction", "class_entropy", "fcd_real"):
+        assert isinstance(card[key], float), key
+    assert card["value"] == card["fcd"] and card["fid_samples"] == 64
+    assert card["fcd"] > card["fcd_real"] >= 0  # an 8-step GAN is further from the test digits than real digits are
+    assert 0 <= card["confident_fraction"] <= 1 and 0 <= card["class_entropy"] <= np.log(10) + 1e-9
+    assert any(r["split"] == "score" for r in read_metrics(run))
+
+
+@pytest.mark.parametrize("model", ["ddpm", "dcgan"])
+def test_resume_is_exact_with_the_ema_and_batchnorm_statistics(model, tmp_path, data_root):
+    n = train.RECIPES[model]["smoke"]["steps"]
+    full = smoke(tmp_path / "full", "--model", model, "--eval-every", "100")
+    half = smoke(tmp_path / "half", "--model", model, "--eval-every", "100", "--steps", str(n // 2))
+    train.main(["--resume", str(half), "--steps", str(n)])
+    a, b = load_checkpoint(full), load_checkpoint(half)
+    assert a["step"] == b["step"] == n
+    for k, v in a["model"].items():  # BatchNorm's running statistics are in here too
+        assert torch.equal(v, b["model"][k]), k
+    if model == "ddpm":
+        assert a["ema"]["num_updates"] == b["ema"]["num_updates"] == n
+        for k, v in a["ema"]["shadow"].items():
+            assert torch.equal(v, b["ema"]["shadow"][k]), k
+    else:
+        assert a["optimizer"].keys() == {"D", "G"}  # both optimizers are saved
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sample.py
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", train.MODELS)
+def test_sample_writes_a_grid_from_any_run(model, runs, tmp_path):
+    out = sample.main(["--run", str(runs(model)), "--n", "16", "--out", str(tmp_path / "grid.png")])
+    grid_cells(out, SIDE[model], rows=2)
+
+
+@pytest.mark.parametrize("model", ["vae", "dcgan"])
+def test_sample_interpolates_in_latent_space(model, runs):
+    out = sample.main(["--run", str(runs(model)), "--interpolate", "--n", "24"])
+    assert out == runs(model) / "samples" / "interpolation-seed0.png"
+    cells = grid_cells(out, SIDE[model], nrow=sample.COLUMNS, rows=3)
+    assert np.abs(cells[:, 0] - cells[:, -1]).mean() > 0  # each row goes somewhere
+    steps = np.abs(np.diff(cells, axis=1)).mean(axis=(2, 3))  # (rows, COLUMNS - 1): the walk's stride
+    assert steps.max() < np.abs(cells[:, 0] - cells[:, -1]).mean(axis=(1, 2)).max() + 1e-9  # small steps, no jumps
+
+
+def test_sample_draws_the_ddpm_trajectory_and_ddim(runs, tmp_path):
+    out = sample.main(["--run", str(runs("ddpm")), "--trajectory", "--n", "3"])
+    cells = grid_cells(out, SIDE["ddpm"], nrow=sample.COLUMNS + 1, rows=3)
+    assert not np.array_equal(cells[:, 0], cells[:, -1])  # x_T is noise, x_0 what the chain made of it
+    out = sample.main(["--run", str(runs("ddpm")), "--ddim-steps", "5", "--n", "8", "--out", str(tmp_path / "d.png")])
+    grid_cells(out, SIDE["ddpm"], rows=1)
+
+
+def test_sample_refuses_what_a_run_cannot_draw(runs, tmp_path, capsys, data_root):
+    importlib.import_module("milestones.01_dnn.train").main(
+        ["--experiment", "mnist", "--preset", "smoke", "--out-dir", str(tmp_path)])
+    classifier = only_run_dir(tmp_path, "01_dnn")
+    assert "is a run of 01_dnn, not 07_vae_gan_diffusion" in user_error(["--run", str(classifier)], capsys, sample.main)
+    assert "no checkpoint at" in user_error(["--run", str(tmp_path / "nowhere")], capsys, sample.main)
+    assert "--interpolate walks the latent space" in user_error(
+        ["--run", str(runs("ddpm")), "--interpolate"], capsys, sample.main)
+    assert "--trajectory shows DDPM's denoising chain" in user_error(
+        ["--run", str(runs("gan")), "--trajectory"], capsys, sample.main)
+    assert "--ddim-steps is a DDPM sampler" in user_error(
+        ["--run", str(runs("vae")), "--ddim-steps", "5"], capsys, sample.main)
+
+
+def test_sample_points_at_the_arms_of_a_comparison(tmp_path, capsys, data_root):
+    run = smoke(tmp_path, "--experiment", "gan_loss")
+    err = user_error(["--run", str(run)], capsys, sample.main)
+    assert "one checkpoint per arm" in err and "checkpoint-minimax.pt" in err
+    out = sample.main(["--run", str(run / "checkpoint-minimax.pt"), "--n", "8"])
+    grid_cells(out, 28, rows=1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Mistakes
+# ---------------------------------------------------------------------------------------------------------
+
+def test_unknown_model_is_argparses_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--model", "pixelcnn"])
+    assert e.value.code == 2 and "invalid choice: 'pixelcnn'" in capsys.readouterr().err
+
+
+def test_flags_of_another_model_and_bad_recipes_are_refused(runs, tmp_path, capsys):
+    base = ["--preset", "smoke", "--out-dir", str(tmp_path)]
+    assert "--ema-decay is for --model ddpm, not gan" in user_error([*base, "--model", "gan", "--ema-decay", "0.9"],
+                                                                    capsys)
+    assert "--iw-samples is for --model vae, not ddpm" in user_error([*base, "--model", "ddpm", "--iw-samples", "5"],
+                                                                     capsys)
+    assert "not a ddpm recipe" in user_error([*base, "--model", "ddpm", "--optimizer", "sgd"], capsys)
+    assert "Bernoulli" in user_error([*base, "--model", "vae", "--dataset", "cifar10"], capsys)
+    assert "--timesteps must be at least 21" in user_error([*base, "--model", "ddpm", "--timesteps", "10"], capsys)
+    assert "from scratch" in user_error(["--experiment", "gan_loss", "--resume", str(runs("gan"))], capsys)
+
+
+def test_image_size_the_unet_cannot_halve_is_one_line(tmp_path, capsys):
+    err = user_error(["--model", "ddpm", "--preset", "smoke", "--image-size", "30", "--ch-mult", "1,2,2",
+                      "--out-dir", str(tmp_path)], capsys)
+    assert "image size 30 is not divisible by 4" in err
+
+
+def test_fid_without_a_cached_classifier_or_data_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MILESTONES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MILESTONES_OFFLINE", "1")
+    (tmp_path / "empty").mkdir()
+    err = user_error(["--model", "gan", "--preset", "smoke", "--fid-samples", "10", "--data-dir",
+                      str(tmp_path / "empty"), "--out-dir", str(tmp_path)], capsys)
+    assert "classifier FID needs a classifier for mnist: none cached at" in err
+    assert not (tmp_path / MID).exists()  # it fails before a run directory is made
