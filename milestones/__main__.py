@@ -1,4 +1,4 @@
-"""python -m milestones {list,train,sample,compare,course}"""
+"""python -m milestones {list,train,sample,compare,bench,course}"""
 
 import argparse
 import importlib
@@ -47,9 +47,18 @@ def cmd_sample(args, rest) -> None:
 
 
 def cmd_compare(args) -> None:
-    from .compare import compare
+    from .compare import compare, compare_views
 
-    print(compare(args.runs, args.format, args.wide))
+    if args.plot or args.history or args.out or args.x or args.filter:
+        print(compare_views(args))
+    else:
+        print(compare(args.runs, args.format, args.wide))
+
+
+def cmd_bench(args) -> None:
+    from .bench import main as bench
+
+    bench(args)
 
 
 def cmd_course(args) -> None:
@@ -66,7 +75,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m milestones",
                                 description="Run the history of deep learning: train, sample and compare its "
                                             "milestone models.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{list,train,sample,compare,course}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{list,train,sample,compare,bench,course}")
     lst = sub.add_parser("list", help="the milestones in course order")
     lst.add_argument("--wide", action="store_true", help="full paper names and datasets (wider than 100 columns)")
     t = sub.add_parser("train", help="train a milestone (flags after the id go to its train script; "
@@ -78,6 +87,26 @@ def main(argv=None) -> None:
     c.add_argument("--runs", default="runs", help="directory searched for summary.json files")
     c.add_argument("--format", default="table", choices=("table", "markdown", "csv"))
     c.add_argument("--wide", action="store_true", help="every column, uncut (the table otherwise fits 100 columns)")
+    c.add_argument("--plot", metavar="METRIC", help="overlay the runs' learning curves of METRIC from metrics.jsonl "
+                                                    "(e.g. loss, error, or split:metric like valid:loss) in one PNG")
+    c.add_argument("--x", choices=("step", "epoch", "time"), help="--plot's x axis: step (default), epoch, or "
+                                                                  "wall-clock seconds (the rows' time field)")
+    c.add_argument("--filter", nargs="+", metavar="SUBSTR", help="--plot only the runs whose milestone/model or "
+                                                                 "run directory contains one of these")
+    c.add_argument("--history", action="store_true", help="draw the course: each paper's parameters and training "
+                                                          "compute against the year, beside our runs'")
+    c.add_argument("--out", metavar="FILE.png", help="where --plot or --history writes its PNG (default "
+                                                     "RUNS/compare-<metric>.png, RUNS/compare-history.png)")
+    b = sub.add_parser("bench", help="training speed of each milestone's main model here: examples/s, "
+                                     "achieved FLOP/s, share of the device's peak")
+    b.add_argument("ids", nargs="*", metavar="id", help="milestones to time (default: every built one)")
+    b.add_argument("--precision", default="fp32,bf16", help="comma-separated precisions to time (fp32, bf16, fp16)")
+    b.add_argument("--steps", type=int, default=10, help="timed training steps per model and precision "
+                                                         "(after 2 warm-up steps)")
+    b.add_argument("--batch-size", type=int, default=0, help="examples per step for every model (default: each "
+                                                              "milestone's recipe, smaller on a CPU)")
+    b.add_argument("--format", default="table", choices=("table", "markdown", "csv"))
+    b.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     sub.add_parser("course", help="the reading order: each milestone and its notes")
 
     if argv and argv[0] in ("train", "sample") and len(argv) >= 2 and not argv[1].startswith("-"):
@@ -86,7 +115,7 @@ def main(argv=None) -> None:
         args, rest = p.parse_args(argv), []
     handlers = {"list": lambda: cmd_list(args), "train": lambda: cmd_train(args, rest),
                 "sample": lambda: cmd_sample(args, rest), "compare": lambda: cmd_compare(args),
-                "course": lambda: cmd_course(args)}
+                "bench": lambda: cmd_bench(args), "course": lambda: cmd_course(args)}
     try:
         exit_on_user_error(handlers[args.command])
     except BrokenPipeError:  # `... | head` closed the pipe: not an error worth a traceback
