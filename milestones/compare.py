@@ -123,21 +123,15 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def find_runs(runs: str, filters=()) -> list[tuple[str, Path]]:
-    """(label, run directory) of every run under `runs` with a metrics.jsonl whose label or path contains one of
-    `filters` (all runs without filters). Labels are made unique with the run directory's name."""
+def find_runs(runs: str) -> list[tuple[str, Path]]:
+    """(label, run directory) of every run under `runs` with a metrics.jsonl. Labels are milestone/model, made
+    unique with the run directory's date and time."""
     root = Path(runs)
     if not root.is_dir():
         raise UserError(f"no runs directory at {root} (train something first, or pass --runs DIR)")
-    dirs = sorted(p.parent for p in root.rglob("metrics.jsonl"))
-    if not dirs:
+    found = [(run_label(p.parent), p.parent) for p in sorted(root.rglob("metrics.jsonl"))]
+    if not found:
         raise UserError(f"no metrics.jsonl under {root}: train something first")
-    found = [(run_label(d), d) for d in dirs]
-    if filters:
-        found = [(label, d) for label, d in found
-                 if any(f in label or f in str(d.relative_to(root)) for f in filters)]
-        if not found:
-            raise UserError(f"no run under {root} matches --filter {' '.join(filters)} ({len(dirs)} runs there)")
     counts = {}
     for label, _ in found:
         counts[label] = counts.get(label, 0) + 1
@@ -155,33 +149,40 @@ def parse_metric(metric: str) -> tuple[str | None, str]:
 
 def curves(runs: str, metric: str, x: str = "step", filters=()) -> dict:
     """{label: (xs, ys)}: one line per run, tag value (multi-net runs) and split, in order of x. x is step, epoch
-    or time (wall seconds; a resumed run's clock, which restarts at 0, is continued)."""
+    or time (wall seconds; a resumed run's clock, which restarts at 0, is continued). With `filters`, only the
+    runs whose label or directory contains one of them, or the nets of a run whose tag value does."""
     if x not in ("step", "epoch", "time"):
         raise UserError(f"--x must be step, epoch or time, got {x!r}")
     want_split, name = parse_metric(metric)
-    lines, seen = {}, set()
-    for label, run_dir in find_runs(runs, filters):
+    root = Path(runs)
+    lines, seen, matched, found = {}, set(), 0, find_runs(runs)
+    for label, run_dir in found:
+        whole = not filters or any(f in label or f in str(run_dir.relative_to(root)) for f in filters)
         per_line, offset, last_t = {}, 0.0, 0.0
         for row in read_rows(run_dir / "metrics.jsonl"):
+            tags = tuple(f"{t}={row[t]}" for t in TAGS[1:] if t in row)  # model is shown as [name]
+            if not whole and not any(f in str(row.get(t)) for f in filters for t in TAGS if t in row):
+                continue
+            matched += 1
             split = row.get("split")
-            seen.update(f"{split}:{k}" for k, v in row.items() if isinstance(v, (int, float)) and
-                        k not in ("step", "epoch", "time", *TAGS))
+            seen.update(f"{split}:{k}" for k, v in row.items() if _number(v) and k not in ("step", "epoch", "time"))
             y, at = row.get(name), row.get(x)
-            if x == "time" and isinstance(at, (int, float)):
+            if x == "time" and _number(at):
                 if at < last_t:  # a resumed run: its clock started again
                     offset += last_t
                 last_t = at
                 at = at + offset
             if (want_split and split != want_split) or not _number(y) or not _number(at):
                 continue
-            key = (row.get("model"), tuple(f"{t}={row[t]}" for t in TAGS[1:] if t in row), split)
-            per_line.setdefault(key, {})[at] = y  # a step logged twice (resume from an earlier save): the last
+            per_line.setdefault((row.get("model"), tags, split), {})[at] = y  # a step logged twice: the last
         splits = {k[2] for k in per_line}
         for (model, tags, split), points in per_line.items():
             parts = [label + (f" [{model}]" if model and not label.endswith("/" + str(model)) else "")]
             parts += list(tags) + ([split] if len(splits) > 1 and not want_split else [])
             xs = sorted(points)
             lines[" ".join(parts)] = (xs, [points[v] for v in xs])
+    if filters and not matched:
+        raise UserError(f"no run under {root} matches --filter {' '.join(filters)} ({len(found)} runs there)")
     if not lines:
         known = ", ".join(sorted(seen)[:15]) + (", ..." if len(seen) > 15 else "")
         raise UserError(f"no chosen run logs {metric!r} against {x}; they log: {known or 'nothing'}")

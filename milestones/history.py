@@ -177,11 +177,12 @@ def _year(mid: str) -> int:
     return int(meta(mid)["year"])
 
 
-def draw_history(runs: str = "runs", out=None) -> Path:
-    """compare --history: the PNG (default RUNS/compare-history.png); returns its path."""
+def draw_history(runs: str = "runs", out=None, papers: list[dict] | None = None) -> Path:
+    """compare --history: the PNG (default RUNS/compare-history.png); returns its path. `papers`: paper_points(),
+    if already computed."""
     from common.plot import labelled_scatter
 
-    papers = paper_points()
+    papers = paper_points() if papers is None else papers
     if not papers:
         raise UserError("no paper configuration could be built (are the milestones' model modules there?)")
     ours = run_points(runs, papers)
