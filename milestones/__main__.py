@@ -107,6 +107,8 @@ def main(argv=None) -> None:
                                                               "milestone's recipe, smaller on a CPU)")
     b.add_argument("--format", default="table", choices=("table", "markdown", "csv"))
     b.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    b.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default; 1 is often faster "
+                                                         "on a CPU shared with other jobs)")
     sub.add_parser("course", help="the reading order: each milestone and its notes")
 
     if argv and argv[0] in ("train", "sample") and len(argv) >= 2 and not argv[1].startswith("-"):

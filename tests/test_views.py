@@ -206,7 +206,7 @@ def test_history_png_and_numbers(tmp_path, capsys):
 
 
 def test_help_mentions_the_flags(capsys):
-    for argv, flags in ((["bench", "--help"], ("--precision", "--steps", "--batch-size", "--format", "--device")),
+    for argv, flags in ((["bench", "--help"], ("--precision", "--steps", "--batch-size", "--format", "--device", "--threads")),
                         (["compare", "--help"], ("--plot", "--x", "--runs", "--filter", "--out", "--history"))):
         with pytest.raises(SystemExit) as e:
             main(argv)
