@@ -46,8 +46,24 @@ def cmd_sample(args, rest) -> None:
     sample.main(rest, prog=f"python -m milestones sample {mid}")
 
 
+def compare_views(args) -> str:
+    """compare --plot / --history: the path of the PNG written. (Here, above compare, history and bench, so
+    none of them imports another in a circle.)"""
+    if args.plot and args.history:
+        raise UserError("--plot and --history draw different pictures: give one of them")
+    if not args.plot and not args.history:
+        raise UserError("--out, --x and --filter go with --plot METRIC (--out also with --history)")
+    if args.history:
+        if args.x or args.filter:
+            raise UserError("--x and --filter go with --plot, not --history")
+        from .history import draw_history
+        return str(draw_history(args.runs, args.out))
+    from .compare import plot_curves
+    return str(plot_curves(args.runs, args.plot, args.x or "step", args.filter or (), args.out))
+
+
 def cmd_compare(args) -> None:
-    from .compare import compare, compare_views
+    from .compare import compare
 
     if args.plot or args.history or args.out or args.x or args.filter:
         print(compare_views(args))

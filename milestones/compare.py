@@ -202,16 +202,3 @@ def plot_curves(runs: str = "runs", metric: str = "loss", x: str = "step", filte
     xlabel = {"step": "step", "epoch": "epoch", "time": "wall-clock seconds"}[x]
     return overlay_plot(lines, out, title=f"{metric} by {x}", xlabel=xlabel, ylabel=metric)
 
-
-def compare_views(args) -> str:
-    """compare --plot / --history (the flags from milestones/__main__.py): the path of the PNG written."""
-    if args.plot and args.history:
-        raise UserError("--plot and --history draw different pictures: give one of them")
-    if not args.plot and not args.history:
-        raise UserError("--out, --x and --filter go with --plot METRIC (--out also with --history)")
-    if args.history:
-        if args.x or args.filter:
-            raise UserError("--x and --filter go with --plot, not --history")
-        from .history import draw_history
-        return str(draw_history(args.runs, args.out))
-    return str(plot_curves(args.runs, args.plot, args.x or "step", args.filter or (), args.out))
