@@ -7,6 +7,8 @@ import torch
 
 from . import data
 
+MAX_ROWS = 40  # output tokens shown (an untrained model may write up to source length + 50)
+
 
 @torch.no_grad()
 def cross_attention(model, src_ids, out_ids) -> torch.Tensor:
@@ -36,7 +38,7 @@ def cross_attention_grid(model, src_ids, out_ids, tokenizer, path, title: str = 
     import matplotlib.pyplot as plt
 
     src_ids = [int(i) for i in src_ids]
-    out_ids = [int(i) for i in out_ids]
+    out_ids = [int(i) for i in out_ids][:MAX_ROWS]
     weights = cross_attention(model, src_ids, out_ids)  # (h, T, S)
     piece = lambda i: "<eos>" if i == data.EOS else tokenizer.decode([i]).strip() or "_"
     cols = [piece(i) for i in src_ids]
