@@ -67,9 +67,11 @@ def trajectory(cfg, unet, rows: int, device, ddim_steps: int = 0) -> torch.Tenso
     along the chain: (rows * (COLUMNS + 1), C, H, W) in [0, 1], one image per row."""
     diffusion, shape = diffusion_of(cfg), (rows, *image_shape(cfg))
     if ddim_steps:
-        _, frames = diffusion.ddim_sample(unet, shape, ddim_steps, return_trajectory=True, device=device)
-    else:
-        _, frames = diffusion.sample(unet, shape, return_trajectory=True, device=device)  # (T + 1, rows, C, H, W)
+        _, frames = diffusion.ddim_sample(unet, shape, ddim_steps, return_trajectory=True, device=device,
+                                          clip_denoised=cfg.clip_denoised)
+    else:  # (T + 1, rows, C, H, W)
+        _, frames = diffusion.sample(unet, shape, return_trajectory=True, device=device,
+                                     clip_denoised=cfg.clip_denoised)
     pick = torch.linspace(0, len(frames) - 1, COLUMNS + 1).round().long()
     return to_unit(cfg, frames[pick].transpose(0, 1).flatten(0, 1))
 
@@ -114,7 +116,7 @@ def main(argv=None, prog="python -m milestones sample 07_vae_gan_diffusion"):
                 images, nrow = trajectory(cfg, nets["unet"], min(args.n, 8), device, args.ddim_steps), COLUMNS + 1
             elif args.ddim_steps:
                 x = diffusion_of(cfg).ddim_sample(nets["unet"], (args.n, *image_shape(cfg)), args.ddim_steps,
-                                                  device=device)
+                                                  device=device, clip_denoised=cfg.clip_denoised)
                 images, nrow = to_unit(cfg, x).cpu(), 8
             else:
                 unet = nets["unet"] if cfg.model == "ddpm" else None
