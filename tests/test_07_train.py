@@ -90,7 +90,7 @@ def test_vae_with_a_2d_latent_draws_the_manifold(tmp_path, data_root):
     assert np.abs(cells[0, 0] - cells[-1, -1]).mean() > 0  # opposite corners of the latent square decode apart
 
 
-def test_gan_loss_trains_two_arms_into_one_run(tmp_path, data_root):
+def test_gan_loss_trains_two_arms_into_one_run(runs, tmp_path, data_root):
     run = smoke(tmp_path, "--experiment", "gan_loss")
     card = read_summary(run)
     assert set(card["arms"]) == {"minimax", "nonsaturating"}
@@ -99,6 +99,9 @@ def test_gan_loss_trains_two_arms_into_one_run(tmp_path, data_root):
     assert {s["config"]["g_loss"] for s in arms.values()} == {"minimax", "nonsaturating"}
     g = "G.out.weight"  # the same seed and data: only the generator's loss tells the arms apart
     assert not torch.equal(arms["minimax"]["model"][g], arms["nonsaturating"]["model"][g])
+    alone = load_checkpoint(runs("gan"))  # each arm is the run it would have been on its own
+    for k, v in alone["model"].items():
+        assert torch.equal(v, arms["nonsaturating"]["model"][k]), k
     for arm in card["arms"]:
         assert sorted(p.name for p in (run / "samples" / arm).glob("step_*.png"))
     assert {r.get("arm") for r in read_metrics(run)} == {"minimax", "nonsaturating"}

@@ -27,6 +27,7 @@ from torchvision.utils import save_image
 from common import data
 from common.config import TrainConfig, arg, parse_sizes, train_command
 from common.data.augment import random_hflip
+from common.device import seed_everything
 from common.errors import UserError
 from common.logging import progress
 from common.loop import optimizer_step
@@ -151,9 +152,10 @@ RECIPES = {
         "default": dict(ch=64, ch_mult="1,2,2", num_res_blocks=2, attn="14", dropout=0.1, timesteps=1000,
                         optimizer="adam", lr=2e-4, batch_size=128, warmup_steps=1000, ema_decay=0.9995,
                         steps=30000, eval_every=5000, test_size=2000),
+        # a CPU budget: a 280k-parameter U-Net, a 200-step chain, bf16 autocast (1.5x faster on a CPU), EMA 0.995
         "quick": dict(ch=16, ch_mult="1,2,2", num_res_blocks=1, attn="", dropout=0.0, timesteps=200,
-                      optimizer="adam", lr=1e-3, batch_size=64, warmup_steps=100, ema_decay=0.995,
-                      steps=1500, eval_every=500, test_size=500, fid_samples=1000),
+                      optimizer="adam", lr=1e-3, batch_size=64, warmup_steps=100, ema_decay=0.995, precision="bf16",
+                      steps=2000, eval_every=1000, test_size=500, fid_samples=1000),
         "smoke": dict(ch=8, ch_mult="1,2", num_res_blocks=1, attn="", dropout=0.1, timesteps=25, image_size=8,
                       optimizer="adam", lr=1e-3, batch_size=8, warmup_steps=2, ema_decay=0.9, steps=6,
                       eval_every=3, test_size=16, fid_samples=0, ckpt_every=3),
@@ -501,7 +503,7 @@ def train_gan(cfg, rt, run, clf, arm=None):
                     with rt.autocast():
                         real, fake = d(x), d(g(G.noise(b)).detach())
                     loss_d = discriminator_loss(real, fake)  # -[log D(x) + log(1 - D(G(z)))]
-                    optimizer_step(loss_d, opt_d, scaler_d)
+                    optimizer_step(0.5 * loss_d, opt_d, scaler_d)  # halved, as the release's cost does
                 with rt.autocast():
                     fake_g = d(g(G.noise(b)))
                 loss_g = generator_loss(fake_g, cfg.g_loss)  # log(1 - D(G(z))) or -log D(G(z))
@@ -660,6 +662,7 @@ def compare(cfg: Config, rt, argv, name: str, arms: dict) -> dict:
     run = open_run(cfg, rt, MILESTONE, name, argv)
     cards = {}
     for arm, changes in arms.items():
+        seed_everything(cfg.seed)  # every arm starts from the same weights and sees the same batches
         sess, card = TRAINERS[cfg.model](replace(cfg, **changes), rt, run, clf, arm=arm)
         sess.finish()
         cards[arm] = {**sess.card(), **{k: v for k, v in card.items() if k in SCORES}}
