@@ -52,7 +52,7 @@ def compare_views(args) -> str:
     if args.plot and args.history:
         raise UserError("--plot and --history draw different pictures: give one of them")
     if not args.plot and not args.history:
-        raise UserError("--out, --x and --filter go with --plot METRIC (--out also with --history)")
+        raise UserError("--out and --x go with --plot METRIC (--out also with --history)")
     if args.history:
         if args.x or args.filter:
             raise UserError("--x and --filter go with --plot, not --history")
@@ -65,10 +65,13 @@ def compare_views(args) -> str:
 def cmd_compare(args) -> None:
     from .compare import compare
 
-    if args.plot or args.history or args.out or args.x or args.filter:
+    columns = [k for k in args.columns.split(",") if k]
+    if args.plot or args.history or args.out or args.x:
+        if columns:
+            raise UserError("--columns goes with the table, not with --plot or --history")
         print(compare_views(args))
     else:
-        print(compare(args.runs, args.format, args.wide))
+        print(compare(args.runs, args.format, args.wide, columns, args.filter or ()))
 
 
 def cmd_bench(args) -> None:
@@ -107,8 +110,10 @@ def main(argv=None) -> None:
                                                     "(e.g. loss, error, or split:metric like valid:loss) in one PNG")
     c.add_argument("--x", choices=("step", "epoch", "time"), help="--plot's x axis: step (default), epoch, or "
                                                                   "wall-clock seconds (the rows' time field)")
-    c.add_argument("--filter", nargs="+", metavar="SUBSTR", help="--plot only the runs whose milestone/model or "
-                                                                 "run directory contains one of these")
+    c.add_argument("--filter", nargs="+", metavar="SUBSTR", help="only the runs whose milestone/model or run "
+                                                                 "directory contains one of these (table or --plot)")
+    c.add_argument("--columns", metavar="KEY,KEY", default="", help="summary.json keys shown as extra columns, e.g. "
+                                                                   "fcd,kid,confident_fraction,class_entropy for 07")
     c.add_argument("--history", action="store_true", help="draw the course: each paper's parameters and training "
                                                           "compute against the year, beside our runs'")
     c.add_argument("--out", metavar="FILE.png", help="where --plot or --history writes its PNG (default "

@@ -46,25 +46,39 @@ def _fmt(key: str, v) -> str:
     return str(v)
 
 
-def compare(runs: str = "runs", fmt: str = "table", wide: bool = False) -> str:
-    cards = load_summaries(runs)
+def matches(card: dict, filters) -> bool:
+    """--filter: a run is kept when its milestone/model or run directory contains one of the substrings."""
+    where = f"{card.get('milestone', '')}/{card.get('model', '')} {card['run']}"
+    return not filters or any(f in where for f in filters)
+
+
+def compare(runs: str = "runs", fmt: str = "table", wide: bool = False, columns=(), filters=()) -> str:
+    """The table. `columns` adds summary keys as columns after `ours` (e.g. 07's fcd, kid, confident_fraction,
+    class_entropy: the same yardstick for every generator); `filters` keeps the matching runs only."""
+    cards = [c for c in load_summaries(runs) if matches(c, filters)]
     if not cards:
-        raise UserError(f"no summary.json under {runs}: finish a training run first")
-    header = [title for _, title in COLUMNS]
-    rows = [[_fmt(k, c.get(k)) for k, _ in COLUMNS] for c in cards]
+        what = f" matching {' or '.join(filters)}" if filters else ""
+        raise UserError(f"no summary.json{what} under {runs}: finish a training run first")
+    unknown = [k for k in columns if all(k not in c for c in cards)]
+    if unknown:
+        raise UserError(f"no run here records {', '.join(unknown)} (keys of summary.json, e.g. fcd, test_error)")
+    at = [k for k, _ in COLUMNS].index("value") + 1
+    cols = COLUMNS[:at] + [(k, k) for k in columns] + COLUMNS[at:]
+    header = [title for _, title in cols]
+    rows = [[_fmt(k, c.get(k)) for k, _ in cols] for c in cards]
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow([k for k, _ in COLUMNS])
+        w.writerow([k for k, _ in cols])
         for c in cards:
-            w.writerow([c.get(k, "") for k, _ in COLUMNS])
+            w.writerow([c.get(k, "") for k, _ in cols])
         return buf.getvalue().rstrip("\n")
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
-    if not wide:  # the columns a reader compares; --wide (or csv/markdown) has them all
-        keep = [i for i, (k, _) in enumerate(COLUMNS) if k in NARROW]
+    if not wide:  # the columns a reader compares (and the ones asked for); --wide (or csv/markdown) has them all
+        keep = [i for i, (k, _) in enumerate(cols) if k in NARROW or k in columns]
         header, rows = [header[i] for i in keep], [[r[i] for i in keep] for r in rows]
     return format_table(header, rows, width=None if wide else WIDTH)
 

@@ -155,6 +155,23 @@ def test_summary_enforces_the_contract_and_compare_reads_it(tmp_path):
     assert compare(str(tmp_path), "markdown").startswith("| milestone |")
 
 
+def test_compare_columns_put_one_yardstick_beside_every_run(tmp_path):
+    for model, fcd in (("vae", 56.3), ("dcgan", 7.25)):
+        RunLogger("07_x", model, {}, out_dir=tmp_path).summary(**_card(milestone="07_x", model=model, fcd=fcd,
+                                                                       kid=fcd / 2))
+    RunLogger("01_dnn", "m", {}, out_dir=tmp_path).summary(**_card())
+    table = compare(str(tmp_path), "table", columns=["fcd", "kid"], filters=["07_x"]).splitlines()
+    assert table[0].split()[:7] == ["milestone", "model", "dataset", "metric", "ours", "fcd", "kid"]
+    assert len(table) == 4 and "01_dnn" not in "\n".join(table)  # header, rule, the two 07 runs
+    assert {r.split()[1]: r.split()[5:7] for r in table[2:]} == {"dcgan": ["7.25", "3.625"], "vae": ["56.3", "28.15"]}
+    rows = compare(str(tmp_path), "csv", columns=["fcd"]).splitlines()
+    assert rows[0].split(",")[5] == "fcd" and len(rows) == 4  # no filter: every run, an empty cell for 01's
+    with pytest.raises(UserError, match="no run here records nats"):
+        compare(str(tmp_path), "table", columns=["nats"])
+    with pytest.raises(UserError, match="matching 09"):
+        compare(str(tmp_path), "table", filters=["09"])
+
+
 def test_compare_without_runs_is_a_clear_error(tmp_path):
     r = run_cli("compare", "--runs", tmp_path / "none")
     assert r.returncode == 2 and "no runs directory" in r.stderr and "Traceback" not in r.stderr
