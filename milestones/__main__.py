@@ -81,12 +81,10 @@ def cmd_bench(args) -> None:
 
 
 def cmd_course(args) -> None:
-    from . import ROOT
-    for m in COURSE:
-        info = meta(m)
-        where = f"milestones/{m}/NOTES.md" if info["status"] == "built" else "(planned)"
-        print(f"{info['year']}  {m:<22} {info.get('title', '')}  —  {info['paper']}\n      read: {where}")
-    print(f"\nThe timeline with context is in {ROOT.parent / 'README.md'}")
+    """No id: the timeline and where to start. An id (01, dnn, 01_dnn): that chapter's "## Course" section."""
+    from .course import chapter, timeline
+
+    print(chapter(_resolve(args.milestone)) if args.milestone else timeline())
 
 
 def main(argv=None) -> None:
@@ -130,7 +128,9 @@ def main(argv=None) -> None:
     b.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     b.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default; 1 is often faster "
                                                          "on a CPU shared with other jobs)")
-    sub.add_parser("course", help="the reading order: each milestone and its notes")
+    co = sub.add_parser("course", help="the course as a guided path: the timeline, or one chapter's page "
+                                       "(what changed, one command to run, what to try next)")
+    co.add_argument("milestone", nargs="?", help="chapter id, e.g. 01_dnn (or 01, or dnn); none: the timeline")
 
     if argv and argv[0] in ("train", "sample") and len(argv) >= 2 and not argv[1].startswith("-"):
         args, rest = p.parse_args(argv[:2]), argv[2:]

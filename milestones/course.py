@@ -1,0 +1,77 @@
+"""`python -m milestones course [id]`: the course as a guided path.
+
+The text is not here: each chapter's "## Course" section lives at the end of its own NOTES.md, beside the
+numbers it quotes, so it cannot drift from them. A section begins with one line, `**In one line:** ...`,
+which is what the timeline shows for that chapter; the rest is printed as written.
+"""
+
+from pathlib import Path
+
+from common.errors import UserError
+
+from . import COURSE, ROOT, meta
+
+HEADING = "## Course"
+ONE_LINE = "**In one line:**"
+
+
+def notes_path(mid: str, root: Path = ROOT) -> Path:
+    path = root / mid / "NOTES.md"
+    try:
+        return path.relative_to(Path.cwd())  # shorter in messages when run from the repository
+    except ValueError:
+        return path
+
+
+def section(mid: str, root: Path = ROOT) -> str:
+    """The text of `mid`'s "## Course" section (heading excluded, up to the next `## ` heading or the end of the
+    file), stripped of blank lines at both ends. A chapter without one is a UserError saying so."""
+    path = notes_path(mid, root)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        raise UserError(f"{mid} has no NOTES.md ({path}), so no course section to show") from None
+    try:
+        start = next(i for i, line in enumerate(lines) if line.rstrip() == HEADING) + 1
+    except StopIteration:
+        raise UserError(f"{mid}'s NOTES.md has no \"{HEADING}\" section yet; read {path} itself") from None
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(lines[start:end]).strip("\n")
+
+
+def one_line(mid: str, root: Path = ROOT) -> str:
+    """What the chapter changed, in the words of its section's first line (without the marker)."""
+    first = section(mid, root).split("\n", 1)[0]
+    if not first.startswith(ONE_LINE):
+        raise UserError(f"{mid}'s course section should begin with \"{ONE_LINE} ...\" ({notes_path(mid, root)})")
+    return first[len(ONE_LINE):].strip()
+
+
+def timeline(root: Path = ROOT) -> str:
+    """One line per chapter, in course order: year, id, what it changed; then where to start."""
+    rows = []
+    for mid in COURSE:
+        info = meta(mid)
+        try:
+            what = one_line(mid, root)
+        except UserError:
+            what = f"{info.get('title', '')} (no course section yet)"
+        rows.append(f"{info['year']}  {mid:<21} {what}")
+    first = COURSE[0].split("_", 1)[0]
+    return "\n".join(["The course, one chapter per milestone (year, id, what it changed):", "", *rows, "",
+                      f"Start with `python -m milestones course {first}`: what the paper changed, one command "
+                      "to run,", "what you should see, and what to try next."])
+
+
+def chapter(mid: str, root: Path = ROOT) -> str:
+    """The page `course <id>` prints: a title line, the chapter's section, and the way on."""
+    info = meta(mid)
+    body = section(mid, root)
+    if body.startswith(ONE_LINE):
+        body = body[len(ONE_LINE):].strip()
+    i = COURSE.index(mid)
+    body = body[:1].upper() + body[1:]
+    nxt = (f"Next chapter: `python -m milestones course {COURSE[i + 1].split('_', 1)[0]}`" if i + 1 < len(COURSE)
+           else "That was the last chapter: `python -m milestones compare` puts your runs side by side.")
+    return "\n".join([f"{mid} ({info['year']}): {info.get('title', '')}", "", body, "",
+                      f"Full notes: milestones/{mid}/NOTES.md", nxt])
