@@ -42,8 +42,8 @@ class TrainConfig:
     data_dir: typing.Optional[str] = arg(None, "data root (default: $MILESTONES_DATA, else ~/.cache/milestones/data)")
     out_dir: str = arg("runs", "where run directories are written")
     device: str = arg("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
-    precision: str = arg("fp32", "fp32; bf16 autocast (CUDA and CPU); fp16 with GradScaler (CUDA only)",
-                         choices=("fp32", "bf16", "fp16"))
+    precision: str = arg("fp32", "fp32; bf16 autocast (CUDA and CPU); fp16 with GradScaler (CUDA only); auto: "
+                         "bf16 where the hardware has it natively, else fp32", choices=("auto", "fp32", "bf16", "fp16"))
     compile: bool = arg(False, "wrap the model in torch.compile")
     seed: int = arg(0, "random seed (same on every rank)")
     epochs: int = arg(1, "passes over the training set")

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from common.device import PEAK_FLOPS, check_precision, count_params, pick_device
+from common.device import PEAK_FLOPS, check_precision, count_params, pick_device, resolve_precision
 from common.errors import UserError
 
 from . import COURSE, is_built
@@ -285,6 +285,7 @@ def bench(ids=(), precisions=("fp32", "bf16"), steps: int = 10, batch_size: int 
     dev = pick_device(device)
     for p in precisions:
         check_precision(p, dev)
+    precisions = tuple(dict.fromkeys(resolve_precision(p, dev) for p in precisions))  # auto: what it means here
     cases = build_cases(resolve(ids))
     peaks = {p: peak_flops(dev, p) for p in precisions} if cases else {}
     rows = []

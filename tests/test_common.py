@@ -10,7 +10,7 @@ from common.checkpoint import load_checkpoint, restore, save_checkpoint
 from common.config import TrainConfig, arg, parse_config
 from common.data import TensorLoader
 from common.data.augment import random_crop, random_hflip
-from common.device import Runtime, check_precision, pick_device
+from common.device import Runtime, check_precision, pick_device, resolve_precision, setup
 from common.errors import UserError
 from common.logging import RunLogger
 from milestones.compare import compare
@@ -53,6 +53,20 @@ def test_precision_and_device_checks():
         with pytest.raises(UserError, match="no CUDA GPU"):
             pick_device("cuda")
     assert pick_device("cpu").type == "cpu"
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    cpu = torch.device("cpu")
+    for avx512_bf16, amx, expected in ((False, False, "fp32"), (True, False, "bf16"), (False, True, "bf16")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert resolve_precision("auto", cpu) == expected
+        assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"  # as asked
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a V100 or T4
+    assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert setup("cpu", "auto").precision == "fp32"  # the run (and its summary) records what was used
 
 
 def test_bf16_autocast_on_cpu_computes_in_bf16():

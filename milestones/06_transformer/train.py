@@ -109,11 +109,11 @@ PRESETS = {
     # 0.1), ~48 epochs, the last 5 checkpoints (every 250 steps) averaged; not run here (NOTES.md)
     "translate/default": dict(d_model=512, layers=3, heads=8, d_ff=2048, dropout=0.3, vocab_size=8000,
                               batch_tokens=8000, steps=6000, warmup=2000, lr=1.0, average=5, ckpt_every=250,
-                              eval_every=500, precision="bf16"),
-    # <= 15 CPU minutes: 3 + 3 layers of d 256, ~5 epochs (800 steps of ~5000 real tokens), bf16
+                              eval_every=500, precision="auto"),
+    # <= 15 CPU minutes: 3 + 3 layers of d 256, ~5 epochs (800 steps of ~5000 real tokens), bf16 where native (auto)
     "translate/quick": dict(d_model=256, layers=3, heads=4, d_ff=1024, dropout=0.1, vocab_size=8000,
                             batch_tokens=6000, steps=800, warmup=300, lr=0.5, average=3, ckpt_every=100,
-                            eval_every=200, precision="bf16", impl="scratch", log_every=50),
+                            eval_every=200, precision="auto", impl="scratch", log_every=50),
     "translate/smoke": dict(d_model=32, layers=1, heads=2, d_ff=64, dropout=0.1, vocab_size=300, batch_tokens=1500,
                             steps=6, warmup=4, average=2, ckpt_every=3, eval_every=3, test_size=20, beam=1,
                             log_every=2, threads=1),
@@ -125,9 +125,10 @@ PRESETS = {
     "charlm/paper": BABY_GPT,
     "charlm/default": BABY_GPT,
     # beats nanoGPT's documented CPU run (4 x 128, context 64, batch 12, 2000 iters, dropout 0: val 1.8857) in
-    # a third of its time: 2 x 128, batch 32, a 10x higher peak rate, bf16, eq. 1 written out (NOTES.md)
+    # a third of its time: 2 x 128, batch 32, a 10x higher peak rate, bf16 where native (auto), eq. 1 written
+    # out (NOTES.md)
     "charlm/quick": dict(layers=2, heads=4, d_model=128, context=64, dropout=0.0, batch_size=32, lr=1e-2,
-                         steps=600, warmup=50, eval_every=300, ckpt_every=600, precision="bf16", impl="scratch",
+                         steps=600, warmup=50, eval_every=300, ckpt_every=600, precision="auto", impl="scratch",
                          threads=1, sample_chars=300),
     "charlm/smoke": dict(layers=1, heads=2, d_model=32, context=32, dropout=0.1, batch_size=8, lr=3e-3, steps=6,
                          warmup=2, eval_every=3, ckpt_every=3, log_every=2, sample_chars=50, threads=1),
