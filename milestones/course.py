@@ -58,7 +58,7 @@ def timeline(root: Path = ROOT) -> str:
             what = f"{info.get('title', '')} (no course section yet)"
         rows.append(f"{info['year']}  {mid:<21} {what}")
     first = COURSE[0].split("_", 1)[0]
-    return "\n".join(["The course, one chapter per milestone (year, id, what it changed):", "", *rows, "",
+    return "\n".join(["The course, chapter by chapter in its order (year, id, what it changed):", "", *rows, "",
                       f"Start with `python -m milestones course {first}`: what the paper changed, one command "
                       "to run,", "what you should see, and what to try next."])
 
