@@ -40,11 +40,47 @@ def test_faithful_parameter_counts_are_the_papers():
     assert per_layer == {"c1": 156, "c3": 1516, "c5": 48120, "f6": 10164, "s2": 12, "s4": 32}
     assert dict(lenet.describe(lenet.LeNet1989())) == {"h1": 300, "h2": 2400, "h3": 5790, "out": 310,
                                                        "h1_bias": 768, "h2_bias": 192}
-    assert sum(lenet.count_connections_lenet5().values()) == 340908  # the paper's connection count
     # options change the budget by exactly the layers they replace
     assert count_params(lenet.LeNet5(c3="full")) == 60000 + 900
     assert count_params(lenet.LeNet5(pool="max")) == 60000 - 44
     assert count_params(lenet.LeNet5(output="softmax")) == 60000 + 850
+
+
+def test_lenet5_connections_counted_from_its_layers_are_the_papers():
+    """A connection is one input (or the bias) feeding one unit. Counted from the model itself: each layer's
+    input shape is captured by a hook on a real forward pass; a copy of the layer with every weight 1 and
+    every bias 0, fed ones, outputs at each unit the number of inputs wired to it; each unit's bias adds one."""
+    import copy
+    net = lenet.LeNet5()
+    names = ("c1", "s2", "c3", "s4", "c5", "f6")
+    shapes = {}
+    hooks = [getattr(net, n).register_forward_hook(lambda m, i, o, n=n: shapes.update({n: i[0].shape[1:]}))
+             for n in names]
+    net(torch.randn(2, 1, 32, 32))
+    for h in hooks:
+        h.remove()
+    counted = {}
+    for n in names:
+        layer = copy.deepcopy(getattr(net, n))
+        with torch.no_grad():
+            for pname, p in layer.named_parameters():
+                p.fill_(0.0 if pname == "bias" else 1.0)
+            out = layer(torch.ones(1, *shapes[n]))
+        counted[n] = int(out.sum()) + (out.numel() if getattr(layer, "bias", None) is not None else 0)
+    # the RBF output: y_i depends on every F6 unit x_j through (x_j - w_ij)^2
+    h = torch.randn(1, 84, requires_grad=True)
+    jac = torch.autograd.functional.jacobian(lambda x: lenet.rbf_penalties(x, net.codes), h)  # (1, 10, 1, 84)
+    counted["output"] = int((jac != 0).sum())
+    # LeCun et al. 1998, section II.B: C1 122,304; S2 5,880; C3 151,600; S4 2,000; C5 48,120 (= its parameters,
+    # a full connection); F6 10,164 (= its parameters); the RBF layer: 84 inputs to each of 10 units
+    assert counted == {"c1": 122304, "s2": 5880, "c3": 151600, "s4": 2000, "c5": 48120, "f6": 10164, "output": 840}
+    assert sum(counted.values()) == 340908
+    # the count sees the wiring: a full C3 has 6 x 16 kernels instead of Table I's 60
+    full = lenet.LeNet5(c3="full").c3
+    with torch.no_grad():
+        full.weight.fill_(1.0)
+        full.bias.zero_()
+        assert int(full(torch.ones(1, 6, 14, 14)).sum()) + 1600 == 10 * 10 * (96 * 25 + 16)
 
 
 def test_h2_sees_8_of_12_maps_and_each_h1_map_feeds_8():

@@ -245,13 +245,6 @@ def mse_criterion(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (-scores.float()).gather(1, target[:, None]).mean()
 
 
-def count_connections_lenet5() -> dict:
-    """The paper's connection counts, from the layer shapes (for NOTES.md and the tests)."""
-    c3_weights = int(c3_table().sum()) * 25
-    return {"C1": 28 * 28 * 6 * 26, "S2": 14 * 14 * 6 * 5, "C3": 10 * 10 * (c3_weights + 16),
-            "S4": 5 * 5 * 16 * 5, "C5": 120 * 401, "F6": 84 * 121, "OUTPUT": 10 * 84}
-
-
 def describe(model: nn.Module) -> list[tuple[str, int]]:
     """(name, trainable parameter count) per top-level layer."""
     rows = []
