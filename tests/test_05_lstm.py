@@ -160,7 +160,8 @@ def test_smoke_runs_and_sampling(tmp_path, data_root):
     r = run_cli("train", "05_lstm", "--experiment", "adding", "--preset", "smoke", "--out-dir", tmp_path / "a")
     assert r.returncode == 0, r.stderr
     card = read_summary(only_run_dir(tmp_path / "a", "05_lstm"))
-    assert {x["model"] for x in card["results"]} == {"rnn", "lstm"} and 0 <= card["value"] <= 1
+    assert {x["model"] for x in card["results"]} == {"rnn", "lstm", "lstm1997"} and 0 <= card["value"] <= 1
+    assert all(0 <= x["wrong"] <= 2560 and "paper_stop_sequences" in x for x in card["results"])
     assert (only_run_dir(tmp_path / "a", "05_lstm") / "grad_norm_vs_lag.png").stat().st_size > 1000
 
     r = run_cli("train", "05_lstm", "--experiment", "shakespeare", "--preset", "smoke", "--out-dir", tmp_path / "s",
@@ -230,3 +231,72 @@ def test_bad_input_on_the_command_line(tmp_path):
 def test_sample_refuses_a_non_lm_run(tmp_path):
     r = run_cli("sample", "05_lstm", "--run", tmp_path)
     assert r.returncode == 2 and "no checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+def _config(*argv):
+    from common.config import parse_config
+    return parse_config(train.Config, list(argv), train.sized_presets(list(argv)))
+
+
+ZAREMBA_2014 = {  # section 4.1 of the paper: (hidden, dropout, epochs, decay, decay after epoch, init, clip)
+    "small": (200, 0.0, 13, 0.5, 4, 0.1, 5.0),
+    "medium": (650, 0.5, 39, 1 / 1.2, 6, 0.05, 5.0),
+    "large": (1500, 0.65, 55, 1 / 1.15, 14, 0.04, 10.0),
+}
+
+
+@pytest.mark.parametrize("size", list(ZAREMBA_2014))
+def test_each_zaremba_size_is_the_papers_recipe(size):
+    hidden, dropout, epochs, decay, after, init, clip = ZAREMBA_2014[size]
+    cfg = _config("--experiment", "ptb", "--preset", "paper", "--size", size)
+    assert (cfg.layers, cfg.hidden, cfg.dropout, cfg.epochs) == (2, hidden, dropout, epochs)
+    assert (cfg.lr, cfg.optim, cfg.init_range, cfg.clip, cfg.batch_size) == (1.0, "sgd", init, clip, 20)
+    assert cfg.bptt == (20 if size == "small" else 35)
+    factor = train.lm_step_lr(cfg, steps_per_epoch=10)  # LR 1 for `after` epochs, then x decay per epoch
+    assert [factor(10 * e) for e in range(after)] == [1.0] * after
+    assert factor(10 * after) == pytest.approx(decay) and factor(10 * (after + 1)) == pytest.approx(decay ** 2)
+    assert _config("--experiment", "ptb", "--size", size).hidden == hidden  # the default preset: the same recipe
+
+
+def test_dropout_acts_on_non_recurrent_connections_only():
+    """Zaremba et al.'s placement: the embedding's output, between layers, before the decoder; never h -> h."""
+    torch.manual_seed(0)
+    lm = model.LanguageModel(50, 16, num_layers=2, dropout=0.5, impl="scratch").train()
+    inputs, h_in, h_out = [], {0: [], 1: []}, {0: [], 1: []}
+    for n, cell in enumerate(lm.rnn.cells):
+        def part(x, f=cell.input_part):
+            inputs.append(x)
+            return f(x)
+
+        def step(wx, h, c, f=cell.step, n=n):
+            h_in[n].append(h)
+            out = f(wx, h, c)
+            h_out[n].append(out[0])
+            return out
+        cell.input_part, cell.step = part, step
+    decoder_in = []
+    lm.decoder.register_forward_pre_hook(lambda m, i: decoder_in.append(i[0]))
+    tokens = torch.randint(0, 50, (4, 6))
+    lm(tokens)
+
+    def dropped(got, clean):  # inverted dropout at p = 0.5: every unit is 0 or twice its clean value, many are 0
+        assert ((got == 0) | torch.isclose(got, 2 * clean)).all() and (got == 0).float().mean() > 0.2
+    dropped(inputs[0], lm.embed(tokens))  # embedding -> layer 1
+    dropped(inputs[1], torch.stack(h_out[0], 1))  # layer 1 -> layer 2
+    dropped(decoder_in[0], torch.stack(h_out[1], 1))  # layer 2 -> decoder
+    for n in (0, 1):  # h_{t-1} -> h_t: each step gets exactly what the step before returned
+        assert all(a is b for a, b in zip(h_in[n][1:], h_out[n][:-1]))
+    assert lm.rnn.dropout == 0.5 and model.Recurrent("lstm", 8, 8, 2, 0.5).net.dropout == 0.5  # nn.LSTM: between layers
+
+
+def test_the_1997_arm_has_no_forget_gate_and_the_paper_preset_is_online_sgd():
+    cfg = _config("--experiment", "adding", "--preset", "paper")
+    assert (cfg.optim, cfg.lr, cfg.batch_size, cfg.hidden, cfg.clip, cfg.init_range) == ("sgd", 0.5, 1, 4, 0.0, 0.1)
+    assert (cfg.forget_gate, cfg.impl, cfg.lengths) == (False, "scratch", "100,500,1000")
+    net = adding.build(cfg, "lstm")
+    assert not net.rnn.forget_gate and net.rnn.cells[0].weight_ih.shape == (3 * 4, 2)  # i, g, o: no f block
+    assert all(p.abs().max() <= 0.1 for p in net.parameters())
+    quick = _config("--experiment", "adding", "--preset", "quick")
+    assert quick.models.split(",") == ["rnn", "lstm", "lstm1997"] and quick.optim == "adam"
+    old = adding.build(quick, "lstm1997")
+    assert not old.rnn.forget_gate and old.rnn.impl == "scratch" and adding.build(quick, "lstm").rnn.forget_gate
