@@ -152,6 +152,20 @@ def test_paper_schedule_and_warm_up():
     assert warm(399) == 0.1 and warm(400) == 1  # 0.01 = 0.1 x 0.1, then back to 0.1
 
 
+@pytest.mark.parametrize("experiment", ["cifar", "degradation"])
+def test_paper_presets_are_section_4_2s_recipe(experiment):
+    from common.config import parse_config
+    cfg = parse_config(T.Config, ["--experiment", experiment, "--preset", "paper"], T.PRESETS,
+                       experiments=T.EXPERIMENTS)
+    # SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128, /10 at 32k and 48k, stop at 64k; option A; fp32
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.steps) == (0.1, 0.9, 1e-4, 128, 64000)
+    lam = R.lr_lambda(cfg.steps, R.parse_drops(cfg.lr_drops), 0)
+    assert [s for s in range(1, cfg.steps) if lam(s) < lam(s - 1)] == [32000, 48000] and lam(0) == 1
+    assert (cfg.shortcut, cfg.augment, cfg.zero_init_residual, cfg.precision) == ("A", True, False, "fp32")
+    # warm-up 0.01 for 400 iterations for ResNet-110 only ("about 400 iterations", section 4.2)
+    assert cfg.warmup_steps == -1 and R.warmup_for("resnet110", cfg) == 400 and R.warmup_for("plain56", cfg) == 0
+
+
 def test_overfits_one_batch_of_real_images(data_root):
     from common import data
     from common.data.augment import normalize

@@ -29,7 +29,8 @@ class Config(TrainConfig):
     shortcut: str = arg("A", "resnet shortcuts: A zero-padded identity (the paper's CIFAR nets), B projection "
                         "where the shape changes, C projection everywhere", choices=("A", "B", "C"))
     momentum: float = arg(0.9, "SGD momentum")
-    weight_decay: float = arg(1e-4, "L2 weight decay (on every weight, as in the paper)")
+    weight_decay: float = arg(1e-4, "L2 weight decay (the paper's 1e-4), on every parameter (BN's too: the "
+                              "paper does not say)")
     lr_drops: str = arg("0.5,0.75", "divide the LR by 10 at these fractions of the run (the paper: 32k and 48k "
                         "of 64k iterations)")
     warmup_steps: int = arg(-1, "steps at LR/10 first; -1 = the paper's rule: 400 for 110+ layers, else 0")
