@@ -150,12 +150,14 @@ def run_patterns(cfg: Config, rt, argv) -> dict:
         params=sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])), train_seconds=round(seconds, 2),
         examples_per_second=round(sum(s or cfg.epochs for s in results) * len(x) / seconds, 1),
         precision="fp32", epochs=cfg.epochs, solved=f"{len(solved)}/{len(results)}", sweeps_per_seed=results,
+        sweeps_min=min(solved) if solved else None, sweeps_max=max(solved) if solved else None,
     )
     if rt.is_main:
         shown = ", ".join("-" if s is None else str(s) for s in results)
         print(f"{cfg.experiment} {name}: solved {len(solved)}/{len(results)} seeds within {cfg.epochs} sweeps; "
               f"sweeps per seed: {shown}")
-        print(f"median sweeps to solve: {median}" + (f"   (paper: {paper:,})" if paper else ""))
+        spread = f"min {min(solved)}, median {median}, max {max(solved)}" if solved else "none solved"
+        print(f"sweeps to solve over the solved seeds: {spread}" + (f"   (paper: {paper:,}, one run)" if paper else ""))
         print(f"run record: {logger.dir}")
     return card
 
