@@ -223,3 +223,35 @@ def test_fid_without_a_cached_classifier_or_data_is_one_line(tmp_path, capsys, m
                       str(tmp_path / "empty"), "--out-dir", str(tmp_path)], capsys)
     assert "classifier FID needs a classifier for mnist: none cached at" in err
     assert not (tmp_path / MID).exists()  # it fails before a run directory is made
+
+
+def test_simultaneous_step_takes_each_nets_own_gradient_at_the_pre_update_parameters():
+    """The release's update (AdversaryCost2): D moves by d_obj's gradient only, G by g_obj's only, both taken before
+    either net changes, through one pass of D (one dropout mask)."""
+    torch.manual_seed(0)
+    G, D = torch.nn.Linear(3, 4), torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(4, 1))
+    x, z = torch.randn(5, 4), torch.randn(5, 3)
+    g0, d0 = [p.detach().clone() for p in G.parameters()], [p.detach().clone() for p in D.parameters()]
+    opt_g, opt_d = torch.optim.SGD(G.parameters(), lr=0.1), torch.optim.SGD(D.parameters(), lr=0.1)
+    no_scaling = torch.amp.GradScaler("cpu", enabled=False)
+    torch.manual_seed(1)
+    fake = D(G(z)).squeeze(-1)
+    real = D(x).squeeze(-1)
+    loss_d, loss_g = train.discriminator_loss(real, fake), train.generator_loss(fake)
+    want_d = torch.autograd.grad(0.5 * loss_d, list(D.parameters()), retain_graph=True)
+    want_g = torch.autograd.grad(loss_g, list(G.parameters()), retain_graph=True)
+    train.simultaneous_step((0.5 * loss_d, D, opt_d, no_scaling), (loss_g, G, opt_g, no_scaling))
+    for p, p0, g in zip(D.parameters(), d0, want_d):
+        torch.testing.assert_close(p.detach(), p0 - 0.1 * g)
+    for p, p0, g in zip(G.parameters(), g0, want_g):
+        torch.testing.assert_close(p.detach(), p0 - 0.1 * g)
+    assert any(g.abs().sum() > 0 for g in want_g) and any(g.abs().sum() > 0 for g in want_d)
+
+
+def test_simultaneous_gan_update_runs_and_refuses_k_above_one(tmp_path, data_root, capsys):
+    run = smoke(tmp_path, "--model", "gan", "--gan-update", "simultaneous")
+    assert read_summary(run)["steps"] == train.RECIPES["gan"]["smoke"]["steps"]
+    assert "d-steps" in user_error(["--model", "gan", "--preset", "smoke", "--gan-update", "simultaneous",
+                                    "--d-steps", "2", "--out-dir", str(tmp_path / "k2")], capsys)
+    assert "gan-update" in user_error(["--model", "dcgan", "--preset", "smoke", "--gan-update", "simultaneous",
+                                       "--out-dir", str(tmp_path / "dc")], capsys)

@@ -79,6 +79,10 @@ class Config(TrainConfig):
                           "--final-momentum over 250 epochs)")
     final_momentum: float = arg(0.7, "SGD momentum from epoch 250 on")
     lr_decay: float = arg(1.000004, "SGD: the learning rate is divided by this after every update (floor 1e-6)")
+    gan_update: str = arg("alternating", "alternating: Algorithm 1 (D's step, then G's on fresh noise against the "
+                          "updated D); simultaneous: the release's AdversaryCost2 (both gradients from one batch of "
+                          "samples, one pass through D with the same dropout masks, both nets updated at once; k = 1)",
+                          choices=("alternating", "simultaneous"))
     width: int = arg(64, "DCGAN: channels of the layer next to the image (the paper's 128), doubling per stage")
     image_size: int = arg(0, "DCGAN / DDPM: train at this side length, resizing the images (0 = the dataset's)")
     # DDPM
@@ -99,7 +103,7 @@ class Config(TrainConfig):
 # Which flags mean something for which model; giving one to another model is a mistake worth saying.
 FOR_MODEL = dict(z_dim=("vae", "gan", "dcgan"), hidden=("vae", "gan"), activation=("vae",), binarize=("vae",),
                  schedule=("vae",), iw_samples=("vae",), test_size=("vae", "ddpm"), d_steps=GANS, g_loss=GANS,
-                 momentum=("gan",), final_momentum=("gan",), lr_decay=("gan",), width=("dcgan",),
+                 momentum=("gan",), final_momentum=("gan",), lr_decay=("gan",), gan_update=("gan",), width=("dcgan",),
                  image_size=("dcgan", "ddpm"), **{k: ("ddpm",) for k in (
                      "ch", "ch_mult", "num_res_blocks", "attn", "dropout", "timesteps", "warmup_steps",
                      "ema_decay", "clip", "clip_denoised")})
@@ -479,6 +483,8 @@ def train_gan(cfg, rt, run, clf, arm=None):
     train = data.TensorLoader(x_train, batch_size=cfg.batch_size, shuffle=True, drop_last=True, device=rt.device,
                               seed=cfg.seed, rank=rt.rank, world_size=rt.world_size)
     k = cfg.d_steps
+    if cfg.gan_update == "simultaneous" and k != 1:
+        raise UserError(f"--gan-update simultaneous takes one batch for both nets: --d-steps must be 1, got {k}")
     per_epoch = len(train) // k
     total = cfg.steps or cfg.epochs * per_epoch
     opt_d, opt_g = make_optimizer(cfg, D.parameters()), make_optimizer(cfg, G.parameters())
@@ -499,17 +505,26 @@ def train_gan(cfg, rt, run, clf, arm=None):
                     group["momentum"] = m
             batches = train.batches(epoch, start * k)
             for _ in range(start, per_epoch):
-                for _ in range(k):  # k discriminator steps, each on a fresh minibatch of data and of noise
+                if cfg.gan_update == "simultaneous":  # the release: one batch, one pass, both nets updated at once
+                    (x,) = next(batches)
+                    x = scale(x.to(rt.device, non_blocking=True))  # (B, C, H, W)
+                    with rt.autocast():
+                        real, fake = d(x), d(g(G.noise(b)))  # D's logits on the fakes serve both objectives
+                    loss_d = discriminator_loss(real, fake)  # -[log D(x) + log(1 - D(G(z)))]
+                    loss_g = generator_loss(fake, cfg.g_loss)
+                    simultaneous_step((0.5 * loss_d, D, opt_d, scaler_d), (loss_g, G, opt_g, scaler_g))
+                for _ in range(k if cfg.gan_update == "alternating" else 0):  # k discriminator steps, each on a fresh minibatch of data and of noise
                     (x,) = next(batches)
                     x = scale(x.to(rt.device, non_blocking=True))  # (B, C, H, W)
                     with rt.autocast():
                         real, fake = d(x), d(g(G.noise(b)).detach())
                     loss_d = discriminator_loss(real, fake)  # -[log D(x) + log(1 - D(G(z)))]
                     optimizer_step(0.5 * loss_d, opt_d, scaler_d)  # halved, as the release's cost does
-                with rt.autocast():
-                    fake_g = d(g(G.noise(b)))
-                loss_g = generator_loss(fake_g, cfg.g_loss)  # log(1 - D(G(z))) or -log D(G(z))
-                optimizer_step(loss_g, opt_g, scaler_g)
+                if cfg.gan_update == "alternating":
+                    with rt.autocast():
+                        fake_g = d(g(G.noise(b)))
+                    loss_g = generator_loss(fake_g, cfg.g_loss)  # log(1 - D(G(z))) or -log D(G(z))
+                    optimizer_step(loss_g, opt_g, scaler_g)
                 sched_d.step()
                 sched_g.step()
                 sess.step(cfg.batch_size * k)
@@ -530,6 +545,18 @@ def train_gan(cfg, rt, run, clf, arm=None):
     card.update(score(cfg, rt, clf, lambda n: draw(cfg, nets, n, rt.device), sess))
     card["value"] = card.get("fcd")
     return sess, card
+
+
+def simultaneous_step(*parts) -> None:
+    """One update of several nets, each by the gradient of its own loss w.r.t. its own parameters only, all taken
+    at the same (pre-update) parameters: parts are (loss, net, optimizer, scaler)."""
+    grads = [torch.autograd.grad(scaler.scale(loss), list(net.parameters()), retain_graph=True)
+             for loss, net, _, scaler in parts]  # every gradient before any update: the graph still holds
+    for (_, net, opt, scaler), gs in zip(parts, grads):
+        for p, g in zip(net.parameters(), gs):
+            p.grad = g
+        scaler.step(opt)
+        scaler.update()
 
 
 @torch.no_grad()
