@@ -37,6 +37,47 @@ def test_parameter_count_is_the_2012_networks_exactly():
     assert count_params(model_mod.alexnet(groups=1)) == 60_965_224 + 1_413_120  # conv2/4/5 un-split
 
 
+def test_cifar_variant_parameter_count_worked_out_by_hand():
+    # width 1: conv1 5x5x3 -> 64; conv2 5x5x(64/2) -> 128 (grouped); conv3 3x3x128 -> 192; conv4 3x3x(192/2) -> 192
+    # (grouped); conv5 3x3x(192/2) -> 128 (grouped); fc6 128*4*4 -> 1024; fc7 1024 -> 1024; fc8 1024 -> 10
+    by_hand = [64 * 3 * 25 + 64, 128 * 32 * 25 + 128, 192 * 128 * 9 + 192, 192 * 96 * 9 + 192, 128 * 96 * 9 + 128,
+               2048 * 1024 + 1024, 1024 * 1024 + 1024, 1024 * 10 + 10]
+    net = model_mod.alexnet_cifar()
+    assert [sum(p.numel() for p in m.parameters()) for m in net.convs + net.fcs] == by_hand
+    assert count_params(net) == sum(by_hand) == 3_763_594  # the number NOTES.md gives
+    # the quick preset's half width: 32, 64, 96, 96, 64 maps and 512-unit fc layers
+    half = [32 * 3 * 25 + 32, 64 * 16 * 25 + 64, 96 * 64 * 9 + 96, 96 * 48 * 9 + 96, 64 * 48 * 9 + 64,
+            1024 * 512 + 512, 512 * 512 + 512, 512 * 10 + 10]
+    quick = recipe.build_model(_preset("cifar", "quick"), 10)
+    assert count_params(quick) == sum(half) == 945_354
+    # without the split conv2, conv4 and conv5 see all maps: twice their weights
+    assert count_params(model_mod.alexnet_cifar(groups=1)) == sum(by_hand) + 128 * 32 * 25 + 192 * 96 * 9 + 128 * 96 * 9
+
+
+def test_layer_order_is_relu_then_lrn_then_pool_in_conv1_and_conv2():
+    """Section 3.5: "Response-normalization layers follow the first and second convolutional layers. Max-pooling
+    layers ... follow both response-normalization layers as well as the fifth convolutional layer. The ReLU
+    non-linearity is applied to the output of every convolutional and fully-connected layer." """
+    for net in (model_mod.alexnet(), model_mod.alexnet_cifar()):
+        kinds = [[type(m).__name__ for m in block] for block in net.features]
+        assert kinds == [["Conv2d", "ReLU", "LRN", "MaxPool2d"], ["Conv2d", "ReLU", "LRN", "MaxPool2d"],
+                         ["Conv2d", "ReLU"], ["Conv2d", "ReLU"], ["Conv2d", "ReLU", "MaxPool2d"]]
+        assert all((block[-1].kernel_size, block[-1].stride) == (3, 2) for block in net.features
+                   if isinstance(block[-1], torch.nn.MaxPool2d))  # overlapping: z = 3, s = 2
+        assert [type(m).__name__ for m in net.classifier] == ["Linear", "ReLU", "Dropout", "Linear", "ReLU",
+                                                             "Dropout", "Linear"]  # dropout on fc6/fc7 outputs
+    # and the order is what the forward pass computes: pool(LRN(relu(conv(x)))), not LRN after the pool
+    torch.manual_seed(0)
+    net = model_mod.alexnet_cifar(channels=(8, 8, 8, 8, 8), hidden=16).eval()
+    net.modern_init()
+    conv, _, lrn, pool = net.features[0]
+    x = 30 * torch.randn(2, 3, 32, 32)  # large activations, so LRN's denominator varies and the orders differ
+    y = net.features[0](x)
+    torch.testing.assert_close(y, pool(lrn(torch.relu(conv(x)))))
+    for wrong in (lrn(pool(torch.relu(conv(x)))), pool(torch.relu(lrn(conv(x))))):
+        assert (wrong - y).abs().max() > 1e-2 * y.abs().max()
+
+
 def test_shapes_at_227_and_32():
     net = model_mod.alexnet().eval()
     sizes, x = [], torch.randn(2, 3, 227, 227)
