@@ -46,16 +46,17 @@ def _fmt(key: str, v) -> str:
     return str(v)
 
 
-def matches(card: dict, filters) -> bool:
-    """--filter: a run is kept when its milestone/model or run directory contains one of the substrings."""
-    where = f"{card.get('milestone', '')}/{card.get('model', '')} {card['run']}"
-    return not filters or any(f in where for f in filters)
+def matches(filters, *names: str) -> bool:
+    """--filter (table and --plot alike): a run is kept when one of its names (milestone/model, run directory)
+    contains one of the substrings; no filters keep every run."""
+    return not filters or any(f in name for f in filters for name in names)
 
 
 def compare(runs: str = "runs", fmt: str = "table", wide: bool = False, columns=(), filters=()) -> str:
     """The table. `columns` adds summary keys as columns after `ours` (e.g. 07's fcd, kid, confident_fraction,
     class_entropy: the same yardstick for every generator); `filters` keeps the matching runs only."""
-    cards = [c for c in load_summaries(runs) if matches(c, filters)]
+    cards = [c for c in load_summaries(runs)
+             if matches(filters, f"{c.get('milestone', '')}/{c.get('model', '')}", c["run"])]
     if not cards:
         what = f" matching {' or '.join(filters)}" if filters else ""
         raise UserError(f"no summary.json{what} under {runs}: finish a training run first")
@@ -171,7 +172,7 @@ def curves(runs: str, metric: str, x: str = "step", filters=()) -> dict:
     root = Path(runs)
     lines, seen, matched, found = {}, set(), 0, find_runs(runs)
     for label, run_dir in found:
-        whole = not filters or any(f in label or f in str(run_dir.relative_to(root)) for f in filters)
+        whole = matches(filters, label, str(run_dir.relative_to(root)))
         per_line, offset, last_t = {}, 0.0, 0.0
         for row in read_rows(run_dir / "metrics.jsonl"):
             tags = tuple(f"{t}={row[t]}" for t in TAGS[1:] if t in row)  # model is shown as [name]
