@@ -40,7 +40,8 @@ from common.session import Session, open_run  # noqa: E402
 from . import data, decode  # noqa: E402
 from .figures import cross_attention_grid  # noqa: E402
 from .gpt import GPT  # noqa: E402
-from .model import CONFIGS, IMPLS, Transformer  # noqa: E402
+from .model import CONFIGS, IMPLS  # noqa: E402
+from .seq2seq import Pairs, check_seq2seq, evaluate_nll, rate, transformer_from  # noqa: E402
 
 MILESTONE = "06_transformer"
 SEQ2SEQ = ("translate", "copy")
@@ -139,71 +140,12 @@ PRESETS = {
 # Translation and copying: one training loop for both
 # ---------------------------------------------------------------------------------------------------------
 
-def rate(step: int, d_model: int, warmup: int) -> float:
-    """Eq. 3: lrate = d_model^-0.5 * min(step_num^-0.5, step_num * warmup_steps^-1.5), step_num from 1."""
-    return d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
-
-
-def transformer_from(cfg: dict, vocab_size: int, max_len: int) -> Transformer:
-    """The Transformer a run's config describes (dropout as trained; the caller sets eval mode)."""
-    return Transformer(vocab_size, cfg["d_model"], cfg["layers"], cfg["heads"], cfg["d_ff"], cfg["dropout"],
-                       cfg["norm"], cfg["positions"], max_len, data.PAD, cfg["impl"],
-                       n_decoder_layers=cfg["decoder_layers"] or None)
-
-
 def transformer_name(cfg: Config) -> str:
     layers = f"{cfg.layers}+{cfg.decoder_layers or cfg.layers}"
     shape = dict(d_model=cfg.d_model, n_layers=cfg.layers, h=cfg.heads, d_ff=cfg.d_ff)
     named = next((n for n, c in CONFIGS.items() if all(c[k] == v for k, v in shape.items())
                   and not cfg.decoder_layers), None)
     return f"transformer-{named}" if named else f"transformer-{layers}x{cfg.d_model}-h{cfg.heads}"
-
-
-def check_seq2seq(cfg: Config) -> None:
-    for name in ("layers", "d_model", "heads", "d_ff", "warmup"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.d_model % cfg.heads:
-        raise UserError(f"--d-model {cfg.d_model} is not divisible by --heads {cfg.heads}")
-    if not 0 <= cfg.dropout < 1 or not 0 <= cfg.label_smoothing < 1:
-        raise UserError("--dropout and --label-smoothing must be in [0, 1)")
-
-
-class Pairs:
-    """A split held in memory as (src, tgt) id tensors, batched by token count (sec. 5.1)."""
-
-    def __init__(self, ds, max_tokens: int, rt, shuffle: bool, seed: int = 0):
-        self.rows = data.pairs(ds)
-        self.batcher = data.TokenBatches(ds["src_len"][:], ds["tgt_len"][:], max_tokens, shuffle=shuffle,
-                                         seed=seed, rank=rt.rank, world_size=rt.world_size)
-        self.device = rt.device
-
-    def __len__(self) -> int:
-        return len(self.batcher)
-
-    def batches(self, epoch: int = 0, start: int = 0):
-        """(src (B, S), tgt_in (B, T), tgt_out (B, T)) on the device, and the batch's real tokens (both sides)."""
-        for idx in self.batcher.batches(epoch, start):
-            src, tgt_in, tgt_out = data.collate([self.rows[i] for i in idx], data.PAD)
-            tokens = int((src != data.PAD).sum() + (tgt_out != data.PAD).sum())  # counted on the CPU: no sync
-            yield (*(t.to(self.device, non_blocking=True) for t in (src, tgt_in, tgt_out)), tokens)
-
-
-@torch.no_grad()
-def evaluate_nll(net, split: Pairs, rt) -> dict:
-    """Mean negative log-likelihood per target token (no label smoothing) under teacher forcing."""
-    net.eval()
-    totals = torch.zeros(2, device=rt.device, dtype=torch.float64)  # NLL sum, target tokens
-    for src, tgt_in, tgt_out, _ in split.batches():
-        with rt.autocast():
-            logits = net(src, tgt_in)
-        totals[0] += F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=data.PAD,
-                                     reduction="sum")
-        totals[1] += (tgt_out != data.PAD).sum()
-    rt.all_reduce_sum(totals)
-    net.train()
-    nll = float(totals[0] / totals[1])
-    return {"loss": nll, "perplexity": math.exp(min(nll, 50.0))}
 
 
 def train_seq2seq(cfg: Config, rt, run, splits: dict, vocab_size: int, max_len: int):
