@@ -39,12 +39,14 @@ from common.session import Session, open_run  # noqa: E402
 
 from . import data, decode  # noqa: E402
 from .figures import cross_attention_grid  # noqa: E402
-from .gpt import GPT  # noqa: E402
+from .charlm import gpt_from, lr_lambda, make_adamw, tiled, windows  # noqa: E402
+from .vs_lstm import run_vs_lstm  # noqa: E402
 from .model import CONFIGS, IMPLS  # noqa: E402
 from .seq2seq import Pairs, check_seq2seq, evaluate_nll, rate, transformer_from  # noqa: E402
 
 MILESTONE = "06_transformer"
 SEQ2SEQ = ("translate", "copy")
+GPT_LM = ("charlm", "vs_lstm")  # the experiments that train the character-level GPT
 CORPORA = ("multi30k", "multi30k-hub", "wmt14")
 BASE_BLEU = 27.3  # Table 2: Transformer (base model), WMT 2014 English-German newstest2014
 
@@ -86,15 +88,23 @@ class Config(TrainConfig):
     copy_length: int = arg(10, "copy task: sequences of 1 to N symbols", only="copy")
     copy_vocab: int = arg(16, "copy task: symbols 4 .. V-1 (0-3 are the special tokens)", only="copy")
     # the character-level GPT
-    context: int = arg(256, "tokens of context (block size)", only="charlm")
+    context: int = arg(256, "tokens of context (block size)", only=GPT_LM)
     bias: bool = arg(False, "biases in every Linear and LayerNorm (nanoGPT's Shakespeare config: none)",
-                     only="charlm")
-    weight_decay: float = arg(0.1, "AdamW weight decay on the weight matrices and embeddings", only="charlm")
+                     only=GPT_LM)
+    weight_decay: float = arg(0.1, "AdamW weight decay on the weight matrices and embeddings", only=GPT_LM)
     schedule: str = arg("cosine", "after the warm-up: cosine down to lr/10 at the last step, or constant",
-                        choices=("cosine", "constant"), only="charlm")
+                        choices=("cosine", "constant"), only=GPT_LM)
     target: float = arg(1.886, "the validation loss whose first crossing is timed (seconds_to_target)",
                         only="charlm")
     sample_chars: int = arg(500, "characters sampled into samples/ at the end (0 = none)", only="charlm")
+    # attention vs recurrence (vs_lstm.py)
+    budget_seconds: float = arg(0.0, "train each net until it has spent this many seconds of training (CPU "
+                                "seconds on a CPU, wall on a GPU; evaluation excluded); 0 = --steps steps",
+                                only="vs_lstm")
+    lstm_hidden: int = arg(0, "the LSTM's hidden units (0 = the width whose parameter count is closest to the "
+                           "GPT's)", only="vs_lstm")
+    lstm_layers: int = arg(2, "the LSTM's stacked layers", only="vs_lstm")
+    lstm_lr: float = arg(3e-3, "the LSTM's peak AdamW learning rate (--lr is the GPT's)", only="vs_lstm")
     log_every: int = arg(100, "log the training loss and throughput every N steps (and at the last)")
 
 
@@ -103,6 +113,9 @@ PAPER = dict(corpus="wmt14", vocab_size=37000, **{"d_model": 512, "layers": 6, "
              eval_every=2000, max_len=256)  # sec. 5: base model, 100k steps; the last 5 checkpoints averaged
 BABY_GPT = dict(layers=6, heads=6, d_model=384, context=256, dropout=0.2, batch_size=64, lr=1e-3, steps=5000,
                 warmup=100, weight_decay=0.1, eval_every=250, ckpt_every=1000)  # nanoGPT's train_shakespeare_char
+LSTM_LR = 3e-3  # vs_lstm: the LSTM's peak rate
+VS_LSTM_GPU = dict(BABY_GPT, steps=0, budget_seconds=600, lstm_lr=LSTM_LR, clip=1.0, eval_every=250,
+                   ckpt_every=10 ** 6, precision="auto")  # the baby GPT against a 10.7M-parameter LSTM, 10 minutes
 
 PRESETS = {
     "translate/paper": PAPER,
@@ -133,6 +146,16 @@ PRESETS = {
                          threads=1, sample_chars=300),
     "charlm/smoke": dict(layers=1, heads=2, d_model=32, context=32, dropout=0.1, batch_size=8, lr=3e-3, steps=6,
                          warmup=2, eval_every=3, ckpt_every=3, log_every=2, sample_chars=50, threads=1),
+    # attention vs recurrence: the GPT as charlm's, the LSTM as wide as makes the parameter counts equal, the
+    # same batches, each net trained for the same seconds (NOTES.md, "Attention vs recurrence")
+    "vs_lstm/paper": VS_LSTM_GPU,
+    "vs_lstm/default": VS_LSTM_GPU,
+    "vs_lstm/quick": dict(layers=2, heads=4, d_model=128, context=64, dropout=0.0, batch_size=32, lr=1e-2,
+                          warmup=50, budget_seconds=150, lstm_lr=LSTM_LR, clip=1.0, eval_every=100, log_every=50,
+                          ckpt_every=10 ** 6, precision="auto", impl="scratch", threads=1),
+    "vs_lstm/smoke": dict(layers=1, heads=2, d_model=32, context=32, dropout=0.1, batch_size=8, lr=3e-3,
+                          lstm_lr=3e-3, clip=1.0, steps=6, warmup=2, eval_every=3, ckpt_every=3, log_every=2,
+                          threads=1),
 }
 
 
@@ -308,50 +331,6 @@ def run_copy(cfg: Config, rt, argv) -> dict:
 # GPT on Tiny Shakespeare
 # ---------------------------------------------------------------------------------------------------------
 
-def gpt_from(cfg: dict, vocab_size: int) -> GPT:
-    return GPT(vocab_size, cfg["context"], cfg["layers"], cfg["heads"], cfg["d_model"], cfg["dropout"],
-               cfg["bias"], cfg["impl"])
-
-
-def windows(ids: torch.Tensor, batch: int, context: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`batch` random windows of context + 1 tokens, drawn from `seed` alone: x, y (B, T), y = x shifted by one."""
-    g = torch.Generator().manual_seed(seed)
-    start = torch.randint(len(ids) - context, (batch,), generator=g).to(ids.device)
-    w = ids[start[:, None] + torch.arange(context + 1, device=ids.device)]  # (B, T + 1)
-    return w[:, :-1], w[:, 1:]
-
-
-def tiled(ids: torch.Tensor, context: int, batch: int, rt) -> list:
-    """The whole split as non-overlapping windows (this rank's share), in batches of (x, y) (B, T)."""
-    n = (len(ids) - 1) // context
-    x = ids[:n * context].view(n, context)[rt.rank::rt.world_size]
-    y = ids[1:n * context + 1].view(n, context)[rt.rank::rt.world_size]
-    return [(x[i:i + batch], y[i:i + batch]) for i in range(0, len(x), batch)]
-
-
-def lr_lambda(cfg: Config, total: int):
-    """Linear warm-up to the peak, then constant or a cosine down to a tenth of it at the last step."""
-    def f(s):
-        if s < cfg.warmup:
-            return (s + 1) / cfg.warmup
-        if cfg.schedule == "constant":
-            return 1.0
-        q = min(1.0, (s - cfg.warmup) / max(1, total - cfg.warmup))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * q))
-    return f
-
-
-def make_adamw(model, cfg: Config, device):
-    """AdamW with decay on the matrices and embeddings only (as nanoGPT), fused where PyTorch supports it."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    try:
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=device.type in ("cuda", "cpu"))
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
-
-
 def run_charlm(cfg: Config, rt, argv) -> dict:
     """GPT on Tiny Shakespeare characters (nanoGPT's baby GPT); then `python -m milestones sample 06_transformer`"""
     for name in ("layers", "d_model", "heads", "context", "warmup"):
@@ -424,7 +403,7 @@ def run_charlm(cfg: Config, rt, argv) -> dict:
     return card
 
 
-EXPERIMENTS = {"translate": run_translate, "copy": run_copy, "charlm": run_charlm}
+EXPERIMENTS = {"translate": run_translate, "copy": run_copy, "charlm": run_charlm, "vs_lstm": run_vs_lstm}
 
 
 def main(argv=None, prog="python -m milestones train 06_transformer"):

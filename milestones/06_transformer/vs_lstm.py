@@ -1,0 +1,222 @@
+"""Attention vs recurrence, measured: 06's GPT against 05's LSTM language model on Tiny Shakespeare characters,
+at (nearly) equal parameter count and equal training budget.
+
+    python -m milestones train 06_transformer --experiment vs_lstm --preset quick --threads 1
+
+The paper's case for dropping recurrence (Vaswani et al. 2017, sec. 4) is parallelism: an LSTM computes its T
+states one after another, a self-attention layer computes all T positions in one matrix product. Here both
+nets learn the same text from the same batches (step s of either arm sees the same random windows), with the
+same optimiser and schedule (AdamW, warm-up, cosine) and each its own peak rate, and each trains until it has
+spent --budget-seconds of training (CPU seconds of this process on a CPU, wall seconds on a GPU; evaluation not
+counted), or for --steps steps when the budget is 0. Both are scored on the same validation windows, each window
+read on its own (the LSTM from a zero state), so both predict every character from at most --context before it.
+
+Into one run directory:
+    metrics.jsonl          training loss and validation loss of each net (rows tagged "model")
+    vs_lstm.png            validation loss against training seconds, both nets
+    summary.json           each net's parameters, tokens/s, final validation loss and curve
+    checkpoint-<net>.pt    each trained net
+"""
+
+import dataclasses
+import importlib
+import os
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common import data as corpora
+from common.device import count_params
+from common.errors import UserError
+from common.loop import evaluate_lm, optimizer_step
+from common.plot import line_plot
+from common.session import Session, open_run
+
+from .charlm import gpt_from, lr_factor, make_adamw, tiled, windows
+
+# A documented reuse across milestones (docs/DESIGN.md): the recurrent arm is 05's LSTM language model, as is
+LanguageModel = importlib.import_module("milestones.05_lstm.model").LanguageModel
+
+MILESTONE = "06_transformer"
+DATASET = "Tiny Shakespeare (last 10% = validation)"
+INIT_RANGE = 0.08  # the LSTM's weights uniform in +-0.08: char-rnn's init, as 05's shakespeare presets
+UNBOUNDED = 10 ** 9  # the step ceiling of a budgeted arm when --steps is 0
+
+
+def lstm_lm_params(vocab: int, hidden: int, layers: int) -> int:
+    """Parameters of 05's LanguageModel: embedding V H, per layer 4H x (H + H) weights and two 4H biases,
+    decoder H V + V."""
+    return vocab * hidden + layers * (8 * hidden * hidden + 8 * hidden) + hidden * vocab + vocab
+
+
+def matched_hidden(target: int, vocab: int, layers: int) -> int:
+    """The LSTM width whose parameter count is closest to `target`."""
+    h = 1
+    while lstm_lm_params(vocab, h + 1, layers) < target:
+        h += 1
+    return min((h, h + 1), key=lambda n: abs(lstm_lm_params(vocab, n, layers) - target))
+
+
+class Windowed(nn.Module):
+    """The LSTM LM read as the GPT is: each window on its own, from a zero state; logits (B, T, V) only."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, x):
+        return self.lm(x)[0]  # (B, T, V); the final state is dropped
+
+
+class Budget:
+    """An arm's spending: training seconds (evaluation left out) against --budget-seconds, or steps against
+    the step total. `done` is the share of the schedule after the warm-up spent, for the cosine."""
+
+    def __init__(self, seconds: float, total: int, warmup: int, device):
+        self.seconds, self.total, self.warmup = seconds, total, warmup
+        self.clock = time.process_time if device.type == "cpu" else time.perf_counter
+        self.used = 0.0  # training seconds on self.clock
+        self.wall = 0.0  # the same in wall seconds
+        self.at_warmup = None  # seconds used when the warm-up ended
+
+    def start(self):
+        self._t, self._w = self.clock(), time.perf_counter()
+
+    def stop(self, steps: int):
+        self.used += self.clock() - self._t
+        self.wall += time.perf_counter() - self._w
+        if steps == self.warmup:
+            self.at_warmup = self.used
+
+    @property
+    def spent(self) -> bool:
+        return self.seconds > 0 and self.used >= self.seconds
+
+    def done(self, step: int) -> float:
+        if not self.seconds:
+            return (step - self.warmup) / max(1, self.total - self.warmup)
+        if self.at_warmup is None:
+            return 0.0
+        return (self.used - self.at_warmup) / max(1e-9, self.seconds - self.at_warmup)
+
+
+def train_arm(cfg, rt, run, name: str, model: nn.Module, read: nn.Module, lr: float, text: torch.Tensor,
+              val: list) -> dict:
+    """Train `model` on `text` until its budget is spent; `read(x)` gives its logits (B, T, V). Returns its
+    card, validation curve and throughput."""
+    total = cfg.steps or (UNBOUNDED if cfg.budget_seconds else cfg.epochs * len(text) // (cfg.batch_size *
+                                                                                            cfg.context))
+    budget = Budget(cfg.budget_seconds, total, cfg.warmup, rt.device)
+    opt = make_adamw(model, dataclasses.replace(cfg, lr=lr), rt.device)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, budget.done(s)))
+    scaler = rt.grad_scaler()
+    steps_per_epoch = max(1, len(text) // (cfg.batch_size * cfg.context))
+    sess = Session(cfg, rt, run, total, steps_per_epoch, checkpoint=run.dir / f"checkpoint-{name}.pt",
+                   tag={"model": name}, desc=f"{MILESTONE} {name}", unit="tokens")
+    sess.attach(model, opt, sched, scaler, resume=False)
+    net = rt.wrap(read, compile=cfg.compile)
+    load = [os.getloadavg()[0]]
+    curve = [dict(step=0, seconds=0.0, wall_seconds=0.0, val_loss=evaluate_lm(net, val, rt))]  # before training
+    run.log(0, "valid", epoch=0.0, loss=curve[0]["val_loss"], seconds=0.0, model=name)
+    tokens = cfg.batch_size * cfg.context
+    with sess:
+        while sess.running:
+            budget.start()
+            seed = (cfg.seed * 1_000_003 + sess.step_count) * 1024 + rt.rank  # as charlm: the same batches per step
+            x, y = windows(text, cfg.batch_size // rt.world_size, cfg.context, seed)
+            with rt.autocast():
+                logits = net(x)  # (B, T, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            optimizer_step(loss, opt, scaler, cfg.clip, model.parameters())
+            budget.stop(sess.step_count + 1)
+            sched.step()
+            if budget.spent:
+                sess.total = sess.step_count + 1  # this step is the last: the session logs and evaluates at it
+            sess.step(tokens)
+            if sess.due("log"):
+                sess.log("train", loss=loss, lr=sched.get_last_lr()[0], seconds=round(budget.used, 2))
+            if sess.due("eval"):
+                curve.append(dict(step=sess.step_count, seconds=round(budget.used, 2),
+                                  wall_seconds=round(budget.wall, 2), val_loss=evaluate_lm(net, val, rt)))
+                sess.log("valid", loss=curve[-1]["val_loss"], seconds=curve[-1]["seconds"])
+    sess.finish()  # checkpoint-<name>.pt
+    load.append(os.getloadavg()[0])
+    return dict(card=sess.card(), curve=curve, val_loss=curve[-1]["val_loss"], seconds=round(budget.used, 2),
+                wall_seconds=round(budget.wall, 2), tokens_per_second=round(sess.rate, 1),
+                tokens_per_clock_second=round(sess.step_count * tokens / max(budget.used, 1e-9), 1),
+                steps=sess.step_count, tokens=sess.step_count * tokens, load_average=load)
+
+
+def check(cfg, rt) -> None:
+    if cfg.resume:
+        raise UserError("vs_lstm does not resume; it restarts from scratch (each trained net is kept as "
+                        "checkpoint-<net>.pt in its run directory)")
+    for name in ("layers", "d_model", "heads", "context", "warmup", "lstm_layers"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.d_model % cfg.heads:
+        raise UserError(f"--d-model {cfg.d_model} is not divisible by --heads {cfg.heads}")
+    if cfg.budget_seconds < 0 or cfg.lstm_hidden < 0 or not cfg.lstm_lr > 0:
+        raise UserError("--budget-seconds and --lstm-hidden must be >= 0, --lstm-lr positive")
+    if cfg.budget_seconds and rt.distributed:
+        raise UserError("--budget-seconds needs one process (ranks would disagree on when it is spent); "
+                        "under torchrun give --steps")
+    if cfg.batch_size % rt.world_size:
+        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by {rt.world_size} ranks")
+
+
+def run_vs_lstm(cfg, rt, argv) -> dict:
+    """06's GPT against 05's LSTM LM on Tiny Shakespeare, equal parameters, equal training seconds (one PNG)"""
+    check(cfg, rt)
+    corpus = corpora.load("tinyshakespeare", cfg.data_dir)
+    vocab = len(corpus["vocab"])
+    text, valid = corpus["train"].to(rt.device), corpus["valid"].to(rt.device)
+    val = tiled(valid, cfg.context, 64, rt)  # the same validation windows for both nets
+    torch.manual_seed(cfg.seed)
+    gpt = gpt_from(vars(cfg), vocab).to(rt.device)
+    hidden = cfg.lstm_hidden or matched_hidden(count_params(gpt), vocab, cfg.lstm_layers)
+    torch.manual_seed(cfg.seed)
+    lstm = LanguageModel(vocab, hidden, cfg.lstm_layers, cfg.dropout, "lstm", "torch",
+                         init_range=INIT_RANGE).to(rt.device)
+    names = {"gpt": f"gpt-{cfg.layers}x{cfg.d_model}", "lstm": f"lstm-{cfg.lstm_layers}x{hidden}"}
+    params = {"gpt": count_params(gpt), "lstm": count_params(lstm)}
+    if rt.is_main:
+        print(f"parameters: {names['gpt']} {params['gpt']:,}, {names['lstm']} {params['lstm']:,} "
+              f"({params['lstm'] / params['gpt'] - 1:+.1%})")
+    run = open_run(cfg, rt, MILESTONE, f"vs_lstm-{names['gpt']}-{names['lstm']}", argv)
+    arms = {"gpt": train_arm(cfg, rt, run, names["gpt"], gpt, gpt, cfg.lr, text, val),
+            "lstm": train_arm(cfg, rt, run, names["lstm"], lstm, Windowed(lstm), cfg.lstm_lr, text,
+                              val)}
+    clock = "CPU" if rt.device.type == "cpu" else "wall"
+    plot = None
+    if rt.is_main:
+        series = {f"{names[k]} ({params[k]:,} params)": ([p["seconds"] for p in a["curve"]],
+                                                         [p["val_loss"] for p in a["curve"]])
+                  for k, a in arms.items()}
+        limit = f"{cfg.budget_seconds:g} s each" if cfg.budget_seconds else f"{cfg.steps or 'all'} steps each"
+        plot = line_plot(series, run.dir / "vs_lstm.png", xlabel=f"training seconds ({clock}, evaluation excluded)",
+                         ylabel="validation loss (nats/char)",
+                         title=f"Tiny Shakespeare, GPT vs LSTM: {limit}, batch {cfg.batch_size} x {cfg.context}")
+    g, m = arms["gpt"], arms["lstm"]
+    per_arm = {f"{k}_{key}": a[key] for k, a in arms.items()
+               for key in ("val_loss", "tokens_per_second", "tokens_per_clock_second", "seconds", "wall_seconds",
+                           "steps", "tokens", "load_average", "curve")}
+    card = run.summary(
+        model=f"vs_lstm:{names['gpt']},{names['lstm']}", dataset=DATASET,
+        metric="val_loss (nats/char) of the GPT, at equal parameters and training budget with the LSTM",
+        value=round(g["val_loss"], 4), paper_value=None,
+        paper_source="Vaswani et al. 2017, sec. 4: self-attention needs O(1) sequential operations, recurrence O(n)",
+        params=params["gpt"], train_seconds=round(g["card"]["train_seconds"] + m["card"]["train_seconds"], 2),
+        examples_per_second=g["tokens_per_second"], tokens_per_second=g["tokens_per_second"], steps=g["steps"],
+        gpt_params=params["gpt"], lstm_params=params["lstm"], lstm_hidden=hidden, budget_seconds=cfg.budget_seconds,
+        budget_clock=clock, **per_arm, plot=str(plot) if plot else None)
+    if rt.is_main:
+        print(f"\n{'net':<14} {'params':>9} {'steps':>6} {clock + ' s':>7} {'tokens/s':>9} {'tok/' + clock + ' s':>10} "
+              f"{'val loss':>9}")
+        for k, a in arms.items():
+            print(f"{names[k]:<14} {params[k]:>9,} {a['steps']:>6} {a['seconds']:>7.1f} {a['tokens_per_second']:>9,.0f} "
+                  f"{a['tokens_per_clock_second']:>10,.0f} {a['val_loss']:>9.4f}")
+        print(f"plot: {plot}\nrun record: {run.dir}")
+    return card
