@@ -14,6 +14,8 @@ from tests.conftest import only_run_dir, read_metrics, read_summary
 
 train = importlib.import_module("milestones.07_vae_gan_diffusion.train")
 sample = importlib.import_module("milestones.07_vae_gan_diffusion.sample")
+train_gan = importlib.import_module("milestones.07_vae_gan_diffusion.train_gan")
+gan = importlib.import_module("milestones.07_vae_gan_diffusion.gan")
 MID = "07_vae_gan_diffusion"
 SIDE = {"vae": 28, "gan": 28, "dcgan": 28, "ddpm": 8}  # ddpm's smoke preset trains at 8x8 to stay fast
 
@@ -237,10 +239,10 @@ def test_simultaneous_step_takes_each_nets_own_gradient_at_the_pre_update_parame
     torch.manual_seed(1)
     fake = D(G(z)).squeeze(-1)
     real = D(x).squeeze(-1)
-    loss_d, loss_g = train.discriminator_loss(real, fake), train.generator_loss(fake)
+    loss_d, loss_g = gan.discriminator_loss(real, fake), gan.generator_loss(fake)
     want_d = torch.autograd.grad(0.5 * loss_d, list(D.parameters()), retain_graph=True)
     want_g = torch.autograd.grad(loss_g, list(G.parameters()), retain_graph=True)
-    train.simultaneous_step((0.5 * loss_d, D, opt_d, no_scaling), (loss_g, G, opt_g, no_scaling))
+    train_gan.simultaneous_step((0.5 * loss_d, D, opt_d, no_scaling), (loss_g, G, opt_g, no_scaling))
     for p, p0, g in zip(D.parameters(), d0, want_d):
         torch.testing.assert_close(p.detach(), p0 - 0.1 * g)
     for p, p0, g in zip(G.parameters(), g0, want_g):

@@ -17,7 +17,8 @@ from common.device import pick_device
 from common.errors import UserError, exit_on_user_error
 
 from .diffusion import EMA
-from .train import MILESTONE, Config, build, diffusion_of, draw, image_shape, judging, save_grid, seeded, to_unit
+from .recipe import MILESTONE, build, diffusion_of, draw, image_shape, judging, save_grid, seeded, to_unit
+from .train import Config
 
 COLUMNS = 10  # images per row of an interpolation or a trajectory
 

@@ -1,0 +1,176 @@
+"""What 07's four training recipes (train_vae.py, train_gan.py, train_ddpm.py) and sample.py share: the images at
+the size a model trains on, the networks of each --model in one ModuleDict, drawing samples and saving grids, the
+optimizer, a session per run or per arm, and the yardstick's scoring at the end of a run (evaluate.py).
+"""
+
+import contextlib
+import copy
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.utils import save_image
+
+from common import data
+from common.config import parse_sizes
+from common.logging import progress
+from common.session import Session
+
+from . import evaluate
+from .diffusion import Diffusion
+from .gan import DCDiscriminator, DCGenerator, MLPDiscriminator, MLPGenerator
+from .unet import UNet, check_size
+from .vae import VAE
+
+MILESTONE = "07_vae_gan_diffusion"
+MODELS = ("vae", "gan", "dcgan", "ddpm")
+GANS = ("gan", "dcgan")
+GRID = 64  # images in every sample grid (8 x 8)
+
+
+def native_shape(dataset: str) -> tuple[int, int, int]:
+    return (3, 32, 32) if dataset == "cifar10" else (1, 28, 28)
+
+
+def image_shape(cfg) -> tuple[int, int, int]:
+    """(C, H, W) the model sees: the dataset's, or --image-size for DCGAN and DDPM."""
+    c, h, _ = native_shape(cfg.dataset)
+    side = cfg.image_size if cfg.model in ("dcgan", "ddpm") and cfg.image_size else h
+    return c, side, side
+
+
+def resize(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Images (N, C, H, W), uint8 or float in [0, 1], to side x side (bilinear, antialiased), same dtype."""
+    if x.shape[-1] == side and x.shape[-2] == side:
+        return x
+    out = []
+    for chunk in x.split(4096):
+        y = F.interpolate(chunk.float(), size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+        out.append(y.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else y.clamp(0, 1))
+    return torch.cat(out)
+
+
+def load_images(cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and test images, uint8 (N, C, H, W) on the CPU, at the size the model trains on."""
+    splits = data.load(cfg.dataset, cfg.data_dir)
+    x_train, x_test = splits["train"][0], splits["test"][0]
+    if cfg.train_size:
+        x_train = x_train[:cfg.train_size]
+    side = image_shape(cfg)[1]
+    return resize(x_train, side), resize(x_test, side)
+
+
+def diffusion_of(cfg) -> Diffusion:
+    """The paper's linear schedule (1e-4 to 0.02 over T = 1000), stretched to cfg.timesteps steps."""
+    scale = 1000 / cfg.timesteps
+    return Diffusion(cfg.timesteps, 1e-4 * scale, 0.02 * scale)
+
+
+def build(cfg) -> nn.ModuleDict:
+    """The networks of cfg.model, in one ModuleDict (what checkpoints hold): vae | G, D | unet."""
+    c, side, _ = shape = image_shape(cfg)
+    if cfg.model == "vae":
+        return nn.ModuleDict(dict(vae=VAE(math.prod(shape), parse_sizes(cfg.hidden, "--hidden"), cfg.z_dim,
+                                          cfg.activation)))
+    if cfg.model == "gan":
+        return nn.ModuleDict(dict(G=MLPGenerator(cfg.z_dim, parse_sizes(cfg.hidden, "--hidden"), shape),
+                                  D=MLPDiscriminator(math.prod(shape))))
+    if cfg.model == "dcgan":
+        return nn.ModuleDict(dict(G=DCGenerator(cfg.z_dim, side, c, cfg.width), D=DCDiscriminator(side, c, cfg.width)))
+    mult = parse_sizes(cfg.ch_mult, "--ch-mult")
+    check_size(side, side, len(mult))
+    attn = parse_sizes(cfg.attn, "--attn") if cfg.attn.strip() else []
+    return nn.ModuleDict(dict(unet=UNet(c, cfg.ch, mult, cfg.num_res_blocks, attn, cfg.dropout, side)))
+
+
+def to_unit(cfg, x: torch.Tensor) -> torch.Tensor:
+    """A model's output images -> [0, 1] (DCGAN and DDPM work in [-1, 1])."""
+    return ((x.float() + 1) / 2).clamp(0, 1) if cfg.model in ("dcgan", "ddpm") else x.float().clamp(0, 1)
+
+
+@torch.no_grad()
+def draw(cfg, nets, n: int, device, diffusion=None, ema_net=None, rt=None) -> torch.Tensor:
+    """n samples from the model, in [0, 1], (n, C, H, W) at the training size, on the CPU. Uses the global RNG
+    (call inside `seeded` for fixed noise). The VAE gives pixel means E[x|z], z ~ p(z); DDPM runs Algorithm 2
+    with the averaged weights."""
+    shape = image_shape(cfg)
+    if cfg.model == "vae":
+        return nets["vae"].sample(n).view(n, *shape).cpu()
+    if cfg.model in GANS:
+        with judging(cfg, nets["G"]) as G:
+            return to_unit(cfg, G(G.noise(n, device))).cpu()
+    with rt.autocast() if rt is not None else contextlib.nullcontext():
+        x = diffusion.sample(ema_net, (n, *shape), device=device, clip_denoised=cfg.clip_denoised)
+    return to_unit(cfg, x).cpu()
+
+
+@contextlib.contextmanager
+def judging(cfg, net: nn.Module):
+    """A GAN's G or D set up to draw or judge with, as the papers' code did: DCGAN's BatchNorm normalises each batch
+    with its own statistics (on a copy in training mode, so the running averages stay untouched); the MLPs run
+    without dropout."""
+    if cfg.model == "dcgan":
+        yield copy.deepcopy(net).train()
+        return
+    was = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device):
+    """The same random numbers at every call, and the training's own random streams left where they were."""
+    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def save_grid(images: torch.Tensor, path, nrow: int = 8) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, path, nrow=nrow, padding=2)
+
+
+def make_optimizer(cfg, params):
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adagrad":  # the VAE paper's
+        return torch.optim.Adagrad(params, lr=cfg.lr)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, 0.999), eps=cfg.adam_eps)
+
+
+def session(cfg, rt, run, total: int, per_epoch: int, arm):
+    """The run's own session, or (for one arm of a comparison) a session with a checkpoint of its own."""
+    if arm is None:
+        return Session(cfg, rt, run, total, per_epoch)
+    return Session(cfg, rt, run, total, per_epoch, checkpoint=run.dir / f"checkpoint-{arm}.pt", tag={"arm": arm},
+                   desc=f"{cfg.model} {arm}")
+
+
+def samples_dir(run, arm):
+    return run.dir / "samples" / (arm or "")
+
+
+def load_classifier(cfg, rt):
+    """The yardstick's classifier, loaded (or trained, once) before training, so a missing one fails now."""
+    if not cfg.fid_samples or not rt.is_main:
+        return None
+    return evaluate.load_or_train_classifier(cfg.dataset, cfg.data_dir, rt.device, cfg.fid_classifier_steps or None)
+
+
+def score(cfg, rt, clf, sample_fn, sess) -> dict:
+    """evaluate.score_samples on --fid-samples fresh samples (seeded), at the dataset's own size."""
+    if clf is None:
+        return {}
+    n, chunk = cfg.fid_samples, 250 if cfg.model == "ddpm" else 1000
+    with seeded(cfg.seed + 1, rt.device):
+        x = torch.cat([sample_fn(min(chunk, n - i)) for i in progress(range(0, n, chunk), desc="samples to score",
+                                                                      rt=rt, unit="batch")])
+    s = evaluate.score_samples(resize(x, native_shape(cfg.dataset)[1]), cfg.dataset, cfg.data_dir, n, clf, rt.device,
+                               seed=cfg.seed)
+    keep = {k: v for k, v in s.items() if k not in ("dataset", "n")}
+    sess.log("score", fid_samples=s["n"], **{k: v for k, v in keep.items() if k != "classifier"})
+    return dict(fid_samples=s["n"], **keep)
