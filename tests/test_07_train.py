@@ -159,6 +159,21 @@ def test_sample_interpolates_in_latent_space(model, runs):
     assert steps.max() < np.abs(cells[:, 0] - cells[:, -1]).mean(axis=(1, 2)).max() + 1e-9  # small steps, no jumps
 
 
+def test_sample_draws_the_manifold_of_a_2d_vae_as_the_run_did(runs, tmp_path, capsys, data_root):
+    run = smoke(tmp_path, "--model", "vae", "--z-dim", "2")
+    out = sample.main(["--run", str(run), "--manifold", "--n", "400"])
+    assert out == run / "samples" / "manifold-seed0.png"
+    drawn = grid_cells(out, 28, nrow=20, rows=20)
+    assert np.array_equal(drawn, grid_cells(run / "manifold.png", 28, nrow=20, rows=20))  # the same final weights
+    small = grid_cells(sample.main(["--run", str(run), "--manifold", "--n", "30", "--out", str(tmp_path / "m.png")]),
+                       28, nrow=5, rows=5)  # floor(sqrt(30)) = 5 a side
+    assert len({c.tobytes() for c in small.reshape(25, -1)}) > 1
+    assert "needs a 2-D latent space" in user_error(["--run", str(runs("vae")), "--manifold"], capsys, sample.main)
+    assert "--manifold decodes a grid of the VAE's" in user_error(["--run", str(runs("gan")), "--manifold"], capsys,
+                                                                  sample.main)
+    assert "ask for one" in user_error(["--run", str(run), "--manifold", "--interpolate"], capsys, sample.main)
+
+
 def test_sample_draws_the_ddpm_trajectory_and_ddim(runs, tmp_path):
     out = sample.main(["--run", str(runs("ddpm")), "--trajectory", "--n", "3"])
     cells = grid_cells(out, SIDE["ddpm"], nrow=sample.COLUMNS + 1, rows=3)

@@ -4,10 +4,12 @@
     python -m milestones sample 07_vae_gan_diffusion --run <a vae, gan or dcgan run> --interpolate
     python -m milestones sample 07_vae_gan_diffusion --run <a ddpm run> --trajectory        # x_T ... x_0
     python -m milestones sample 07_vae_gan_diffusion --run <a ddpm run> --ddim-steps 50    # DDIM: not the 2020 paper
+    python -m milestones sample 07_vae_gan_diffusion --run <a vae run with --z-dim 2> --manifold --n 400  # Figure 4
 """
 
 import argparse
 import dataclasses
+import math
 from pathlib import Path
 
 import torch
@@ -19,6 +21,7 @@ from common.errors import UserError, exit_on_user_error
 from .diffusion import EMA
 from .recipe import MILESTONE, build, diffusion_of, draw, image_shape, judging, save_grid, seeded, to_unit
 from .train import Config
+from .vae import manifold_grid
 
 COLUMNS = 10  # images per row of an interpolation or a trajectory
 
@@ -87,6 +90,9 @@ def main(argv=None, prog="python -m milestones sample 07_vae_gan_diffusion"):
         p.add_argument("--interpolate", action="store_true", help="VAE and GANs: rows of images between two "
                        "latent draws")
         p.add_argument("--trajectory", action="store_true", help="DDPM: frames of the denoising chain x_T ... x_0")
+        p.add_argument("--manifold", action="store_true", help="a VAE with a 2-D latent: its learned manifold (the "
+                       "paper's Figure 4), a square grid of floor(sqrt(n)) images a side decoded at the Gaussian "
+                       "inverse CDF of evenly spaced points of the unit square")
         p.add_argument("--ddim-steps", type=int, default=0, help="DDPM: sample with DDIM (Song et al. 2020) in this "
                        "many steps instead of Algorithm 2's T; not part of Ho et al. 2020")
         p.add_argument("--out", default=None, help="PNG to write (default: <run>/samples/<kind>-seed<S>.png)")
@@ -94,8 +100,8 @@ def main(argv=None, prog="python -m milestones sample 07_vae_gan_diffusion"):
         args = p.parse_args(argv)
         if args.n < 1:
             raise UserError(f"--n must be at least 1, got {args.n}")
-        if args.interpolate and args.trajectory:
-            raise UserError("--interpolate and --trajectory make different pictures: ask for one")
+        if args.interpolate + args.trajectory + args.manifold > 1:
+            raise UserError("--interpolate, --trajectory and --manifold make different pictures: ask for one")
         cfg, nets, ckpt = load_run(args.run)
         if args.interpolate and cfg.model == "ddpm":
             raise UserError("--interpolate walks the latent space of the VAE and the GANs; a ddpm run's picture of "
@@ -103,16 +109,22 @@ def main(argv=None, prog="python -m milestones sample 07_vae_gan_diffusion"):
         if args.trajectory and cfg.model != "ddpm":
             raise UserError(f"--trajectory shows DDPM's denoising chain; a {cfg.model} run draws each image in one "
                             f"pass (try --interpolate)")
+        if args.manifold and cfg.model != "vae":
+            raise UserError(f"--manifold decodes a grid of the VAE's 2-D latent space; this is a {cfg.model} run")
         if args.ddim_steps and cfg.model != "ddpm":
             raise UserError(f"--ddim-steps is a DDPM sampler; this is a {cfg.model} run")
         if args.ddim_steps < 0:
             raise UserError(f"--ddim-steps must be positive, got {args.ddim_steps}")
         device = pick_device(args.device)
         nets = nets.to(device)
-        kind = "interpolation" if args.interpolate else "trajectory" if args.trajectory else "sample"
+        kind = ("interpolation" if args.interpolate else "trajectory" if args.trajectory else
+                "manifold" if args.manifold else "sample")
         with seeded(args.seed, device):
             if args.interpolate:
                 images, nrow = interpolation(cfg, nets, max(1, args.n // 8), device), COLUMNS
+            elif args.manifold:  # no randomness: the grid is fixed by n
+                side = math.isqrt(args.n)
+                images, nrow = manifold_grid(nets["vae"], side).cpu(), side
             elif args.trajectory:
                 images, nrow = trajectory(cfg, nets["unet"], min(args.n, 8), device, args.ddim_steps), COLUMNS + 1
             elif args.ddim_steps:
