@@ -2,50 +2,37 @@
 
     python -m milestones train 06_transformer --preset quick                        # de->en, BLEU on test2016
     python -m milestones train 06_transformer --experiment copy --preset quick      # seconds: learn to copy
+    python -m milestones train 06_transformer --experiment vs_rnn --preset quick    # vs LSTM + attention
     python -m milestones train 06_transformer --experiment charlm --preset quick    # GPT on characters
     python -m milestones sample 06_transformer --run DIR --prompt "ROMEO:"          # then write with it
 """
 
+import copy
+import math
 import time
+from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 
-def _process_start() -> float:
-    """When this process started (Linux: from /proc, so Python's and torch's imports count), else now."""
-    try:
-        with open("/proc/self/stat") as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, in clock ticks after boot
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        import os
-        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError, AttributeError):
-        return time.time()
+from common import data as corpora
+from common.config import TrainConfig, arg, train_command
+from common.errors import UserError
+from common.logging import seconds_since_start
+from common.loop import evaluate_lm, optimizer_step
+from common.session import Session, open_run
 
-
-STARTED = _process_start()  # before torch is imported: seconds_to_target counts from here
-
-import copy  # noqa: E402
-import math  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from common import data as corpora  # noqa: E402
-from common.config import TrainConfig, arg, train_command  # noqa: E402
-from common.errors import UserError  # noqa: E402
-from common.loop import evaluate_lm, optimizer_step  # noqa: E402
-from common.session import Session, open_run  # noqa: E402
-
-from . import data, decode  # noqa: E402
-from .figures import cross_attention_grid  # noqa: E402
-from .charlm import gpt_from, lr_lambda, make_adamw, tiled, windows  # noqa: E402
-from .vs_lstm import run_vs_lstm  # noqa: E402
-from .model import CONFIGS, IMPLS  # noqa: E402
-from .seq2seq import Pairs, check_seq2seq, evaluate_nll, rate, transformer_from  # noqa: E402
+from . import data, decode
+from .figures import cross_attention_grid
+from .charlm import gpt_from, lr_lambda, make_adamw, tiled, windows
+from .vs_lstm import run_vs_lstm
+from .model import CONFIGS, IMPLS
+from .seq2seq import Pairs, check_seq2seq, evaluate_nll, rate, transformer_from
+from .vs_rnn import run_vs_rnn
 
 MILESTONE = "06_transformer"
-SEQ2SEQ = ("translate", "copy")
+SEQ2SEQ = ("translate", "copy", "vs_rnn")  # the experiments that train the encoder-decoder Transformer
+TRANSLATION = ("translate", "vs_rnn")  # ... on a translation corpus, scored with BLEU
 GPT_LM = ("charlm", "vs_lstm")  # the experiments that train the character-level GPT
 CORPORA = ("multi30k", "multi30k-hub", "wmt14")
 BASE_BLEU = 27.3  # Table 2: Transformer (base model), WMT 2014 English-German newstest2014
@@ -78,15 +65,21 @@ class Config(TrainConfig):
     corpus: str = arg("multi30k", "multi30k (de->en, the files under the data root), multi30k-hub (the same "
                       "from the Hugging Face hub), wmt14 (en->de, the paper's task; hub, needs the network)",
                       choices=CORPORA, only="translate")
-    vocab_size: int = arg(8000, "joint BPE vocabulary (the paper: about 37000 for WMT14 en-de)", only="translate")
-    max_len: int = arg(0, "drop training pairs longer than this many tokens (0 = keep all)", only="translate")
+    vocab_size: int = arg(8000, "joint BPE vocabulary (the paper: about 37000 for WMT14 en-de)", only=TRANSLATION)
+    max_len: int = arg(0, "drop training pairs longer than this many tokens (0 = keep all)", only=TRANSLATION)
     average: int = arg(0, "decode with the average of the last K checkpoints' weights (one is kept every "
                        "--ckpt-every steps; the paper averaged 5 for base); 0 = the final weights", only="translate")
-    beam: int = arg(4, "beam size for the test translations (1 = greedy)", only="translate")
-    alpha: float = arg(0.6, "length penalty alpha of the beam search (Wu et al. 2016)", only="translate")
-    test_size: int = arg(0, "translate only the first N test sentences (0 = all)", only="translate")
+    beam: int = arg(4, "beam size for the test translations (1 = greedy)", only=TRANSLATION)
+    alpha: float = arg(0.6, "length penalty alpha of the beam search (Wu et al. 2016)", only=TRANSLATION)
+    test_size: int = arg(0, "translate only the first N test sentences (0 = all)", only=TRANSLATION)
     copy_length: int = arg(10, "copy task: sequences of 1 to N symbols", only="copy")
     copy_vocab: int = arg(16, "copy task: symbols 4 .. V-1 (0-3 are the special tokens)", only="copy")
+    # the recurrent baseline (vs_rnn.py, rnn_seq2seq.py)
+    rnn_embed: int = arg(256, "m, the RNN's embedding size (Bahdanau et al.: 620)", only="vs_rnn")
+    rnn_hidden: int = arg(256, "n, the units of each encoder direction, of the decoder and of the alignment "
+                          "model (Bahdanau et al.: 1000)", only="vs_rnn")
+    rnn_lr: float = arg(1e-3, "the RNN's Adam learning rate, constant (--lr is the Transformer's)",
+                        only="vs_rnn")
     # the character-level GPT
     context: int = arg(256, "tokens of context (block size)", only=GPT_LM)
     bias: bool = arg(False, "biases in every Linear and LayerNorm (nanoGPT's Shakespeare config: none)",
@@ -100,7 +93,7 @@ class Config(TrainConfig):
     # attention vs recurrence (vs_lstm.py)
     budget_seconds: float = arg(0.0, "train each net until it has spent this many seconds of training (CPU "
                                 "seconds on a CPU, wall on a GPU; evaluation excluded); 0 = --steps steps",
-                                only="vs_lstm")
+                                only=("vs_lstm", "vs_rnn"))
     lstm_hidden: int = arg(0, "the LSTM's hidden units (0 = the width whose parameter count is closest to the "
                            "GPT's)", only="vs_lstm")
     lstm_layers: int = arg(2, "the LSTM's stacked layers", only="vs_lstm")
@@ -136,6 +129,24 @@ PRESETS = {
                          warmup=100, lr=0.3, eval_every=100, ckpt_every=400) for p in ("paper", "default", "quick")},
     "copy/smoke": dict(d_model=16, layers=1, heads=2, d_ff=32, batch_tokens=600, steps=6, warmup=4, lr=0.3,
                        eval_every=3, ckpt_every=3, log_every=2, threads=1),
+    # the Transformer against an LSTM encoder-decoder with additive attention, the same batches, each trained
+    # for the same seconds (NOTES.md, "Before the Transformer"). paper: the base model against Bahdanau et
+    # al.'s sizes (m 620, n 1000), an hour each on one GPU; default: translate/default's Transformer, 20
+    # minutes each; neither run here. quick: translate/quick's Transformer with half its warm-up (the budget
+    # holds about half its 800 steps) at the same peak rate, 8 CPU minutes each
+    "vs_rnn/paper": dict(PAPER, corpus="multi30k", vocab_size=8000, dropout=0.3, batch_tokens=8000, steps=0,
+                         budget_seconds=3600, average=0, max_len=0, rnn_embed=620, rnn_hidden=1000,
+                         eval_every=500, ckpt_every=10 ** 6, precision="auto"),
+    "vs_rnn/default": dict(d_model=512, layers=3, heads=8, d_ff=2048, dropout=0.3, vocab_size=8000,
+                           batch_tokens=8000, steps=0, budget_seconds=1200, warmup=2000, lr=1.0, rnn_embed=512,
+                           rnn_hidden=512, eval_every=500, ckpt_every=10 ** 6, precision="auto"),
+    "vs_rnn/quick": dict(d_model=256, layers=3, heads=4, d_ff=1024, dropout=0.1, vocab_size=8000,
+                         batch_tokens=6000, steps=0, budget_seconds=480, warmup=150, lr=0.35, rnn_embed=256,
+                         rnn_hidden=256, eval_every=100, log_every=25, ckpt_every=10 ** 6, precision="auto",
+                         impl="scratch", threads=1),
+    "vs_rnn/smoke": dict(d_model=32, layers=1, heads=2, d_ff=64, dropout=0.1, vocab_size=300, batch_tokens=1500,
+                         steps=6, warmup=4, rnn_embed=16, rnn_hidden=16, eval_every=3, ckpt_every=3, log_every=2,
+                         test_size=20, beam=1, threads=1),
     "charlm/paper": BABY_GPT,
     "charlm/default": BABY_GPT,
     # beats nanoGPT's documented CPU run (4 x 128, context 64, batch 12, 2000 iters, dropout 0: val 1.8857) in
@@ -370,7 +381,7 @@ def run_charlm(cfg: Config, rt, argv) -> dict:
             if sess.due("eval"):
                 val = evaluate_lm(net, val_batches, rt)
                 if val <= cfg.target and "steps_to_target" not in sess.results:
-                    sess.results.update(seconds_to_target=round(time.time() - STARTED, 2),
+                    sess.results.update(seconds_to_target=seconds_since_start(),
                                         cpu_seconds_to_target=round(time.process_time(), 2),
                                         steps_to_target=sess.step_count,
                                         tokens_to_target=sess.step_count * cfg.batch_size * cfg.context,
@@ -403,7 +414,8 @@ def run_charlm(cfg: Config, rt, argv) -> dict:
     return card
 
 
-EXPERIMENTS = {"translate": run_translate, "copy": run_copy, "charlm": run_charlm, "vs_lstm": run_vs_lstm}
+EXPERIMENTS = {"translate": run_translate, "copy": run_copy, "charlm": run_charlm, "vs_lstm": run_vs_lstm,
+               "vs_rnn": run_vs_rnn}
 
 
 def main(argv=None, prog="python -m milestones train 06_transformer"):
