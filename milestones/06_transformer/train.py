@@ -113,7 +113,7 @@ class Config(TrainConfig):
     lstm_hidden: int = arg(0, "the LSTM's hidden units (0 = the width whose parameter count is closest to the "
                            "GPT's)", only="vs_lstm")
     lstm_layers: int = arg(2, "the LSTM's stacked layers", only="vs_lstm")
-    lstm_lr: float = arg(3e-3, "the LSTM's peak AdamW learning rate (--lr is the GPT's)", only="vs_lstm")
+    lstm_lr: float = arg(2e-2, "the LSTM's peak AdamW learning rate (--lr is the GPT's)", only="vs_lstm")
     log_every: int = arg(100, "log the training loss and throughput every N steps (and at the last)")
 
 
@@ -122,8 +122,7 @@ PAPER = dict(corpus="wmt14", vocab_size=37000, **{"d_model": 512, "layers": 6, "
              eval_every=2000, max_len=256)  # sec. 5: base model, 100k steps; the last 5 checkpoints averaged
 BABY_GPT = dict(layers=6, heads=6, d_model=384, context=256, dropout=0.2, batch_size=64, lr=1e-3, steps=5000,
                 warmup=100, weight_decay=0.1, eval_every=250, ckpt_every=1000)  # nanoGPT's train_shakespeare_char
-LSTM_LR = 3e-3  # vs_lstm: the LSTM's peak rate
-VS_LSTM_GPU = dict(BABY_GPT, steps=0, budget_seconds=600, lstm_lr=LSTM_LR, clip=1.0, eval_every=250,
+VS_LSTM_GPU = dict(BABY_GPT, steps=0, budget_seconds=600, lstm_lr=1e-3, clip=1.0, eval_every=250,
                    ckpt_every=10 ** 6, precision="auto")  # the baby GPT against a 10.7M-parameter LSTM, 10 minutes
 
 PRESETS = {
@@ -178,7 +177,7 @@ PRESETS = {
     "vs_lstm/paper": VS_LSTM_GPU,
     "vs_lstm/default": VS_LSTM_GPU,
     "vs_lstm/quick": dict(layers=2, heads=4, d_model=128, context=64, dropout=0.0, batch_size=32, lr=1e-2,
-                          warmup=50, budget_seconds=150, lstm_lr=LSTM_LR, clip=1.0, eval_every=100, log_every=50,
+                          warmup=50, budget_seconds=150, lstm_lr=2e-2, clip=1.0, eval_every=200, log_every=50,
                           ckpt_every=10 ** 6, precision="auto", impl="scratch", threads=1),
     "vs_lstm/smoke": dict(layers=1, heads=2, d_model=32, context=32, dropout=0.1, batch_size=8, lr=3e-3,
                           lstm_lr=3e-3, clip=1.0, steps=6, warmup=2, eval_every=3, ckpt_every=3, log_every=2,

@@ -143,10 +143,10 @@ def train_arm(cfg, rt, run, name: str, model: nn.Module, read: nn.Module, lr: fl
                 sess.log("valid", loss=curve[-1]["val_loss"], seconds=curve[-1]["seconds"])
     sess.finish()  # checkpoint-<name>.pt
     load.append(os.getloadavg()[0])
-    return dict(card=sess.card(), curve=curve, val_loss=curve[-1]["val_loss"], seconds=round(budget.used, 2),
-                wall_seconds=round(budget.wall, 2), tokens_per_second=round(sess.rate, 1),
+    return dict(card=sess.card(), curve=curve, val_loss=round(curve[-1]["val_loss"], 4),
+                seconds=round(budget.used, 2), wall_seconds=round(budget.wall, 2), tokens_per_second=round(sess.rate, 1),
                 tokens_per_clock_second=round(sess.step_count * tokens / max(budget.used, 1e-9), 1),
-                steps=sess.step_count, tokens=sess.step_count * tokens, load_average=load)
+                steps=sess.step_count, tokens=sess.step_count * tokens, load_average=[round(v, 2) for v in load])
 
 
 def check(cfg, rt) -> None:
@@ -206,17 +206,20 @@ def run_vs_lstm(cfg, rt, argv) -> dict:
     card = run.summary(
         model=f"vs_lstm:{names['gpt']},{names['lstm']}", dataset=DATASET,
         metric="val_loss (nats/char) of the GPT, at equal parameters and training budget with the LSTM",
-        value=round(g["val_loss"], 4), paper_value=None,
+        value=g["val_loss"], paper_value=None,
         paper_source="Vaswani et al. 2017, sec. 4: self-attention needs O(1) sequential operations, recurrence O(n)",
         params=params["gpt"], train_seconds=round(g["card"]["train_seconds"] + m["card"]["train_seconds"], 2),
         examples_per_second=g["tokens_per_second"], tokens_per_second=g["tokens_per_second"], steps=g["steps"],
         gpt_params=params["gpt"], lstm_params=params["lstm"], lstm_hidden=hidden, budget_seconds=cfg.budget_seconds,
         budget_clock=clock, **per_arm, plot=str(plot) if plot else None)
     if rt.is_main:
-        print(f"\n{'net':<14} {'params':>9} {'steps':>6} {clock + ' s':>7} {'tokens/s':>9} {'tok/' + clock + ' s':>10} "
-              f"{'val loss':>9}")
+        print(f"\n{'net':<14} {'params':>9} {'steps':>6} {clock + ' s':>7} {'tokens/s':>9} "
+              f"{'tok/' + clock + ' s':>10} {'val loss':>9}")
         for k, a in arms.items():
-            print(f"{names[k]:<14} {params[k]:>9,} {a['steps']:>6} {a['seconds']:>7.1f} {a['tokens_per_second']:>9,.0f} "
-                  f"{a['tokens_per_clock_second']:>10,.0f} {a['val_loss']:>9.4f}")
+            print(f"{names[k]:<14} {params[k]:>9,} {a['steps']:>6} {a['seconds']:>7.1f} "
+                  f"{a['tokens_per_second']:>9,.0f} {a['tokens_per_clock_second']:>10,.0f} {a['val_loss']:>9.4f}")
+        print(f"load average (1 min) at the start and end of each net: "
+              + ", ".join(f"{names[k]} {a['load_average'][0]:.1f} -> {a['load_average'][1]:.1f}"
+                          for k, a in arms.items()))
         print(f"plot: {plot}\nrun record: {run.dir}")
     return card
