@@ -144,9 +144,18 @@ def train_arm(cfg, rt, run, name: str, model: nn.Module, read: nn.Module, lr: fl
     sess.finish()  # checkpoint-<name>.pt
     load.append(os.getloadavg()[0])
     return dict(card=sess.card(), curve=curve, val_loss=round(curve[-1]["val_loss"], 4),
-                seconds=round(budget.used, 2), wall_seconds=round(budget.wall, 2), tokens_per_second=round(sess.rate, 1),
+                seconds=round(budget.used, 2), wall_seconds=round(budget.wall, 2),
+                tokens_per_second=round(sess.rate, 1),
                 tokens_per_clock_second=round(sess.step_count * tokens / max(budget.used, 1e-9), 1),
                 steps=sess.step_count, tokens=sess.step_count * tokens, load_average=[round(v, 2) for v in load])
+
+
+def plot_curves(curves: dict, path, clock: str, title: str):
+    """Validation loss against training seconds, one line per net ({label: curve}); the untrained point (ln V
+    or so) is left out, so the axis shows where the nets differ."""
+    series = {label: ([p["seconds"] for p in c[1:]], [p["val_loss"] for p in c[1:]]) for label, c in curves.items()}
+    return line_plot(series, path, xlabel=f"training seconds ({clock}, evaluation excluded)",
+                     ylabel="validation loss (nats/char)", title=title)
 
 
 def check(cfg, rt) -> None:
@@ -192,13 +201,10 @@ def run_vs_lstm(cfg, rt, argv) -> dict:
     clock = "CPU" if rt.device.type == "cpu" else "wall"
     plot = None
     if rt.is_main:
-        series = {f"{names[k]} ({params[k]:,} params)": ([p["seconds"] for p in a["curve"]],
-                                                         [p["val_loss"] for p in a["curve"]])
-                  for k, a in arms.items()}
-        limit = f"{cfg.budget_seconds:g} s each" if cfg.budget_seconds else f"{cfg.steps or 'all'} steps each"
-        plot = line_plot(series, run.dir / "vs_lstm.png", xlabel=f"training seconds ({clock}, evaluation excluded)",
-                         ylabel="validation loss (nats/char)",
-                         title=f"Tiny Shakespeare, GPT vs LSTM: {limit}, batch {cfg.batch_size} x {cfg.context}")
+        limit = f"{cfg.budget_seconds:g} {clock} s each" if cfg.budget_seconds else f"{cfg.steps or 'all'} steps each"
+        plot = plot_curves({f"{names[k]} ({params[k]:,} params)": a["curve"] for k, a in arms.items()},
+                           run.dir / "vs_lstm.png", clock,
+                           f"Tiny Shakespeare, GPT vs LSTM: {limit}, batch {cfg.batch_size} x {cfg.context}")
     g, m = arms["gpt"], arms["lstm"]
     per_arm = {f"{k}_{key}": a[key] for k, a in arms.items()
                for key in ("val_loss", "tokens_per_second", "tokens_per_clock_second", "seconds", "wall_seconds",
