@@ -11,6 +11,7 @@ Only rank 0 writes; on other ranks every method is a no-op. Throughput and the l
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -22,10 +23,31 @@ from tqdm.auto import tqdm
 
 from .errors import UserError
 
+_IMPORTED = time.time()
+
 SUMMARY_KEYS = (
     "milestone", "model", "dataset", "metric", "value", "paper_value", "paper_source", "params",
     "train_seconds", "examples_per_second", "device", "precision", "world_size", "seed", "preset",
 )  # plus "epochs" or "steps"
+
+
+def process_start() -> float:
+    """When this process started, as a time.time() value: read from /proc on Linux, so that interpreter start-up
+    and the torch import count, as they do for a user timing the whole command. Elsewhere: when this module was
+    first imported (close, since it is imported at start-up)."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, in clock ticks after boot
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return _IMPORTED
+
+
+def seconds_since_start() -> float:
+    """Wall seconds since this process started (process_start)."""
+    return round(time.time() - process_start(), 2)
 
 
 def git_commit() -> str | None:
@@ -114,7 +136,7 @@ class RunLogger:
             known.update(device=self.rt.device_name, precision=self.rt.precision, world_size=self.rt.world_size)
         if self.cfg is not None:
             known.update(seed=self.cfg.seed, preset=self.cfg.preset)
-        card = {**known, **card}
+        card = {**known, "wall_seconds": seconds_since_start(), **card}  # process start -> this card
         missing = [k for k in SUMMARY_KEYS if k not in card]
         if "epochs" not in card and "steps" not in card:
             missing.append("epochs|steps")

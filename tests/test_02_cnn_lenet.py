@@ -255,3 +255,32 @@ def test_bad_input_is_a_clear_message_not_a_traceback(args, message, tmp_path):
     r = run_cli("train", "02_cnn_lenet", "--preset", "smoke", *args, "--out-dir", tmp_path)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_modern_lenet5_keeps_the_layout_and_counts_its_parameters():
+    model = lenet.LeNet5Modern()
+    assert count_params(model) == 61728  # LeNet5(relu, max, full C3, softmax) 61,706 - 22 conv biases + 44 BN
+    reference = lenet.LeNet5("relu", "max", "full", "softmax")
+    assert count_params(reference) == 61706
+    x = torch.randn(5, 1, 32, 32)
+    assert model(x).shape == (5, 10)
+    assert model.c1(x).shape == reference.c1(x).shape == (5, 6, 28, 28)
+    h = F.max_pool2d(model.c1(x), 2)
+    assert model.c3(h).shape == (5, 16, 10, 10)
+
+
+def test_onecycle_rises_from_a_25th_to_the_peak_then_falls_to_zero():
+    f = train.lr_factor("onecycle", 100, 10)
+    assert f(0) == pytest.approx(1 / 25) and f(25) == pytest.approx(1.0) and f(100) == pytest.approx(0.0)
+    rising, falling = [f(s) for s in range(26)], [f(s) for s in range(25, 101)]
+    assert rising == sorted(rising) and falling == sorted(falling, reverse=True)
+    assert f(25 + 75 // 2) == pytest.approx(0.5, abs=0.03)  # cosine: half way down at the middle of the fall
+
+
+def test_fast_experiment_records_the_race_clock(tmp_path, data_root):
+    card = _smoke(tmp_path, "--experiment", "fast")
+    assert card["params"] == 61728 and card["experiment"] == "fast" and card["value"] < 0.9
+    assert card["options"] == dict(distort=False, optimizer="sgd", nesterov=True, schedule="onecycle")
+    # process start -> the test error is known: after the training, before the figures and the card
+    assert card["train_seconds"] < card["seconds_to_result"] <= card["wall_seconds"]
+    assert train.PRESETS["fast/default"]["epochs"] == 3 and train.PRESETS["fast/default"]["schedule"] == "onecycle"

@@ -260,3 +260,32 @@ def is_faithful(model: nn.Module) -> bool:
                                                                             model.c3_kind, model.output)
                                             == ("scaled_tanh", "subsample", "table", "rbf"))
 
+
+
+# -------------------------------------------------------------------------------------------------------------
+# LeNet-5's layout with the options that came after it: the speedrun net
+# -------------------------------------------------------------------------------------------------------------
+
+class LeNet5Modern(nn.Module):
+    """LeNet-5's maps and sizes (C1 6@28x28, S2, C3 16@10x10 fully connected to S2, S4, C5 120, F6 84, 10
+    outputs) with what later practice changed: ReLU (Nair & Hinton 2010), max-pooling, batch normalization
+    after each convolution (Ioffe & Szegedy 2015; the convolutions lose their biases, BN's beta replaces them),
+    PyTorch's default (Kaiming-uniform) initialisation and a softmax output for cross-entropy. 61,728 trainable
+    parameters: BN's 44 scales and shifts stand in for the 22 convolution biases of LeNet5(activation='relu',
+    pool='max', c3='full', output='softmax'), which has 61,706. Input: (B, 1, 32, 32), as LeNet-5."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 6, 5, bias=False)  # 150
+        self.bn1 = nn.BatchNorm2d(6)  # 12
+        self.c3 = nn.Conv2d(6, 16, 5, bias=False)  # 2,400
+        self.bn3 = nn.BatchNorm2d(16)  # 32
+        self.c5 = nn.Linear(16 * 5 * 5, 120)  # 48,120: a 5x5 convolution over 5x5 maps is fully connected
+        self.f6 = nn.Linear(120, 84)  # 10,164
+        self.head = nn.Linear(84, 10)  # 850
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 32, 32)
+        x = F.max_pool2d(F.relu(self.bn1(self.c1(x))), 2)  # (B, 6, 14, 14)
+        x = F.max_pool2d(F.relu(self.bn3(self.c3(x))), 2)  # (B, 16, 5, 5)
+        x = F.relu(self.c5(x.flatten(1)))  # (B, 120)
+        return self.head(F.relu(self.f6(x)))  # (B, 10) class scores for cross-entropy

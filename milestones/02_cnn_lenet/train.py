@@ -7,6 +7,7 @@
     python -m milestones train 02_cnn_lenet --experiment lenet1989 --preset quick
     python -m milestones train 02_cnn_lenet --preset paper                       # SDLM, batch 1, 20 passes
     python -m milestones train 02_cnn_lenet --preset sdlm_tenth                  # the same at 1/10 of the eta
+    python -m milestones train 02_cnn_lenet --experiment fast                    # the MNIST race: 99% in seconds
 """
 
 import importlib
@@ -20,11 +21,12 @@ from common import data
 from common.config import TrainConfig, arg, parse_sizes, train_command
 from common.device import count_params
 from common.errors import UserError
+from common.logging import seconds_since_start
 from common.loop import evaluate_classifier, optimizer_step
 from common.session import Session, open_run
 
 from . import figures, inputs
-from .model import LeNet1989, LeNet5, is_faithful, map_loss, mse_criterion, squared_error
+from .model import LeNet1989, LeNet5, LeNet5Modern, is_faithful, map_loss, mse_criterion, squared_error
 from .sdlm import SDLM, gauss_newton_diagonal
 
 MILESTONE = "02_cnn_lenet"
@@ -52,9 +54,11 @@ class Config(TrainConfig):
     optimizer: str = arg("sgd", "sgd (momentum) or sdlm (the paper's stochastic diagonal Levenberg-Marquardt)",
                          choices=("sgd", "sdlm"))
     momentum: float = arg(0.9, "sgd momentum")
+    nesterov: bool = arg(False, "sgd: Nesterov's momentum (Sutskever et al. 2013) instead of the heavy ball")
     weight_decay: float = arg(0.0, "sgd L2 penalty")
     schedule: str = arg("cosine", "learning rate over the run: paper (the 1998 per-pass eta table, scaled to "
-                        "--lr), cosine, constant", choices=("paper", "cosine", "constant"))
+                        "--lr), cosine, constant, onecycle (Smith & Topin 2017: a quarter of the run up from "
+                        "lr/25, then cosine down to ~0)", choices=("paper", "cosine", "constant", "onecycle"))
     mu: float = arg(0.02, "sdlm: mu of eps_k = eta / (mu + h_kk)")
     hessian_samples: int = arg(500, "sdlm: patterns the curvature is estimated on before every pass")
     mlp_hidden: str = arg("75", "hidden sizes (784-75-10 has 59,635 parameters, LeNet-5 60,000)", only="mlp")
@@ -80,6 +84,13 @@ PRESETS = {
     "lenet1989/default": dict(epochs=30, batch_size=32, lr=0.01, momentum=0.9),
     "lenet1989/quick": dict(epochs=10, batch_size=32, lr=0.01, momentum=0.9, threads=1),
     "lenet1989/smoke": dict(epochs=1, steps=20, batch_size=32, lr=0.01, eval_every=10, log_every=5, ckpt_every=10),
+    # The MNIST race (README, speed): LeNet-5's layout with ReLU, max-pooling, BN and softmax (LeNet5Modern), two
+    # passes in batches of 256, Nesterov SGD with a one-cycle schedule, bf16 where the hardware has it. Not a
+    # recipe of the paper's: the point is the wall time to >= 99% test accuracy.
+    "fast/default": dict(epochs=3, batch_size=256, lr=0.4, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                         schedule="onecycle", precision="auto", eval_every=10**9, log_every=100, ckpt_every=10**9),
+    "fast/smoke": dict(epochs=1, steps=20, batch_size=64, lr=0.1, nesterov=True, schedule="onecycle",
+                       eval_every=10, log_every=5, ckpt_every=10),
     "mlp/paper": dict(epochs=30, batch_size=32, lr=0.05, momentum=0.9),
     "mlp/default": dict(epochs=30, batch_size=32, lr=0.05, momentum=0.9),
     "mlp/quick": dict(epochs=10, batch_size=32, lr=0.05, momentum=0.9, threads=1),
@@ -100,6 +111,8 @@ def build(cfg: Config):
     """(model, its run name, the training criterion)."""
     if cfg.experiment == "lenet1989":
         return LeNet1989(), "lenet1989", squared_error
+    if cfg.experiment == "fast":
+        return LeNet5Modern(), "lenet5-modern", F.cross_entropy
     if cfg.experiment == "mlp":
         sizes = [784, *parse_sizes(cfg.mlp_hidden, "--mlp-hidden"), 10]
         return MLP(sizes, "relu"), "mlp-" + "-".join(map(str, sizes)), F.cross_entropy
@@ -114,9 +127,10 @@ def build(cfg: Config):
 
 
 def mnist_for(experiment: str, data_dir):
-    """uint8 train and test tensors in the model's input size: 32x32 (lenet5), 16x16 (lenet1989), 28x28 (mlp)."""
+    """uint8 train and test tensors in the model's input size: 32x32 (lenet5, fast), 16x16 (lenet1989), 28x28
+    (mlp)."""
     splits = data.load("mnist", data_dir)
-    fit = {"lenet5": inputs.pad_to_32, "lenet1989": inputs.shrink_to_16, "mlp": lambda x: x}[experiment]
+    fit = {"lenet5": inputs.pad_to_32, "fast": inputs.pad_to_32, "lenet1989": inputs.shrink_to_16, "mlp": lambda x: x}[experiment]
     return [(fit(x), y) for x, y in (splits["train"], splits["test"])]
 
 
@@ -135,18 +149,23 @@ def lr_factor(kind: str, total: int, steps_per_epoch: int):
         return lambda s: PAPER_ETA[min(s // steps_per_epoch, len(PAPER_ETA) - 1)] / PAPER_ETA[0]
     if kind == "cosine":
         return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    if kind == "onecycle":  # linear from 1/25 to 1 over the first quarter, then cosine to 0 at the last step
+        up = max(1, total // 4)
+        return lambda s: (1 + 24 * s / up) / 25 if s < up else 0.5 * (1 + math.cos(math.pi * min(s - up, total - up)
+                                                                                    / max(1, total - up)))
     return lambda s: 1.0
 
 
 def train(cfg: Config, rt, argv) -> dict:
-    """one LeNet (lenet5: 1998, lenet1989: the zip-code net) or 01's MLP, trained on MNIST"""
+    """one LeNet (lenet5: 1998; lenet1989: the zip-code net; fast: LeNet-5's layout with ReLU, max-pooling and BN,
+    the MNIST race) or 01's MLP, trained on MNIST"""
     check(cfg)
     (x_train, y_train), (x_test, y_test) = mnist_for(cfg.experiment, cfg.data_dir)
     train_set = data.TensorLoader(x_train, y_train, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                   device=rt.device, seed=cfg.seed, rank=rt.rank, world_size=rt.world_size)
     test_set = data.TensorLoader(x_test, y_test, batch_size=1000, device=rt.device, rank=rt.rank,
                                  world_size=rt.world_size)
-    scale = {"lenet5": inputs.scale_1998, "lenet1989": inputs.scale_1989, "mlp": lambda x: x}[cfg.experiment]
+    scale = {"lenet5": inputs.scale_1998, "fast": inputs.scale_1998, "lenet1989": inputs.scale_1989, "mlp": lambda x: x}[cfg.experiment]
     channels_last = rt.device.type == "cuda" and cfg.experiment != "mlp"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -164,7 +183,8 @@ def train(cfg: Config, rt, argv) -> dict:
     if cfg.optimizer == "sdlm":
         opt = SDLM(model.parameters(), lr=cfg.lr, mu=cfg.mu)
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                              nesterov=cfg.nesterov)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg.schedule, total, steps_per_epoch))
     scaler = rt.grad_scaler()
     sess = Session(cfg, rt, open_run(cfg, rt, MILESTONE, name, argv), total, steps_per_epoch)
@@ -200,23 +220,26 @@ def train(cfg: Config, rt, argv) -> dict:
                 if not sess.running:
                     break
     test_err = sess.results["test_error"]
+    to_result = seconds_since_start()  # the race's clock: process start -> the test error is known (README)
     wrong = write_figures(cfg, model, test_set, prepare, sess.run.dir) if rt.is_main else None
     paper, source = paper_value(cfg, model)
     card = sess.summary(
         dataset=dataset_name(cfg), metric="test_error", value=test_err, paper_value=paper, paper_source=source,
-        experiment=cfg.experiment, test_errors_count=wrong,
+        experiment=cfg.experiment, test_errors_count=wrong, seconds_to_result=to_result,
         options=dict(activation=cfg.activation, pool=cfg.pool, c3=cfg.c3, output=cfg.output, distort=cfg.distort,
-                     optimizer=cfg.optimizer, criterion=cfg.criterion if cfg.output == "rbf" else None),
+                     optimizer=cfg.optimizer, criterion=cfg.criterion if cfg.output == "rbf" else None)
+        if cfg.experiment == "lenet5" else dict(distort=cfg.distort, optimizer=cfg.optimizer, nesterov=cfg.nesterov,
+                                                schedule=cfg.schedule),
     )
     if rt.is_main:
         print(f"{name}: test error {test_err:.2%}" + (f" (paper: {paper:.2%})" if paper else "") +
               f"; {card['params']:,} parameters; {card['train_seconds']:.0f} s, {sess.rate:,.0f} "
-              f"examples/s; run record: {sess.run.dir}")
+              f"examples/s; {to_result:.1f} s from the command's start to this number; run record: {sess.run.dir}")
     return card
 
 
 def dataset_name(cfg: Config) -> str:
-    return {"lenet5": "mnist (padded to 32x32)", "lenet1989": "mnist (shrunk to 16x16)", "mlp": "mnist"}[cfg.experiment]
+    return {"lenet5": "mnist (padded to 32x32)", "fast": "mnist (padded to 32x32)", "lenet1989": "mnist (shrunk to 16x16)", "mlp": "mnist"}[cfg.experiment]
 
 
 @torch.no_grad()
@@ -236,11 +259,11 @@ def write_figures(cfg: Config, model, test_set, prepare, run_dir) -> int:
     if cfg.experiment == "mlp":  # the first layer's weights, seen as 28x28 images (the first 16 units)
         figures.save_kernels(model.layers[0].weight[:16].view(-1, 1, 28, 28), run_dir / "kernels.png")
     else:
-        first = model.c1 if cfg.experiment == "lenet5" else model.h1
-        weight = first.weight if cfg.experiment == "lenet5" else first.kernel()
+        first = model.h1 if cfg.experiment == "lenet1989" else model.c1
+        weight = first.kernel() if cfg.experiment == "lenet1989" else first.weight
         figures.save_kernels(weight, run_dir / "kernels.png")
         x = prepare(test_set.tensors[0][:1])
-        maps = first(x)[0] if cfg.experiment == "lenet5" else first(x)[0] + model.h1_bias
+        maps = first(x)[0] + model.h1_bias if cfg.experiment == "lenet1989" else first(x)[0]
         figures.save_feature_maps(x[0], maps, run_dir / "feature_maps.png")
     if cfg.experiment == "lenet5" and cfg.output == "rbf":
         figures.save_codes(model.codes, run_dir / "rbf_codes.png")
@@ -248,7 +271,7 @@ def write_figures(cfg: Config, model, test_set, prepare, run_dir) -> int:
     return len(wrong_x)
 
 
-EXPERIMENTS = {"lenet5": train, "lenet1989": train, "mlp": train}
+EXPERIMENTS = {"lenet5": train, "lenet1989": train, "mlp": train, "fast": train}
 
 
 def main(argv=None, prog="python -m milestones train 02_cnn_lenet"):

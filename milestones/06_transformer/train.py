@@ -7,44 +7,28 @@
     python -m milestones sample 06_transformer --run DIR --prompt "ROMEO:"          # then write with it
 """
 
+import copy
+import math
 import time
+from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 
-def _process_start() -> float:
-    """When this process started (Linux: from /proc, so Python's and torch's imports count), else now."""
-    try:
-        with open("/proc/self/stat") as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, in clock ticks after boot
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        import os
-        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError, AttributeError):
-        return time.time()
+from common import data as corpora
+from common.config import TrainConfig, arg, train_command
+from common.errors import UserError
+from common.logging import seconds_since_start
+from common.loop import evaluate_lm, optimizer_step
+from common.session import Session, open_run
 
-
-STARTED = _process_start()  # before torch is imported: seconds_to_target counts from here
-
-import copy  # noqa: E402
-import math  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from common import data as corpora  # noqa: E402
-from common.config import TrainConfig, arg, train_command  # noqa: E402
-from common.errors import UserError  # noqa: E402
-from common.loop import evaluate_lm, optimizer_step  # noqa: E402
-from common.session import Session, open_run  # noqa: E402
-
-from . import data, decode  # noqa: E402
-from .figures import cross_attention_grid  # noqa: E402
-from .charlm import gpt_from, lr_lambda, make_adamw, tiled, windows  # noqa: E402
-from .vs_lstm import run_vs_lstm  # noqa: E402
-from .model import CONFIGS, IMPLS  # noqa: E402
-from .seq2seq import Pairs, check_seq2seq, evaluate_nll, rate, transformer_from  # noqa: E402
-from .vs_rnn import run_vs_rnn  # noqa: E402
+from . import data, decode
+from .figures import cross_attention_grid
+from .charlm import gpt_from, lr_lambda, make_adamw, tiled, windows
+from .vs_lstm import run_vs_lstm
+from .model import CONFIGS, IMPLS
+from .seq2seq import Pairs, check_seq2seq, evaluate_nll, rate, transformer_from
+from .vs_rnn import run_vs_rnn
 
 MILESTONE = "06_transformer"
 SEQ2SEQ = ("translate", "copy", "vs_rnn")  # the experiments that train the encoder-decoder Transformer
@@ -396,7 +380,7 @@ def run_charlm(cfg: Config, rt, argv) -> dict:
             if sess.due("eval"):
                 val = evaluate_lm(net, val_batches, rt)
                 if val <= cfg.target and "steps_to_target" not in sess.results:
-                    sess.results.update(seconds_to_target=round(time.time() - STARTED, 2),
+                    sess.results.update(seconds_to_target=seconds_since_start(),
                                         cpu_seconds_to_target=round(time.process_time(), 2),
                                         steps_to_target=sess.step_count,
                                         tokens_to_target=sess.step_count * cfg.batch_size * cfg.context,
