@@ -44,7 +44,7 @@ from .checkpoint import find_checkpoint, load_checkpoint, restore, save_checkpoi
 from .config import to_dict
 from .device import count_params
 from .errors import UserError
-from .logging import RunLogger, progress
+from .logging import RunLogger, progress, seconds_since_start
 
 WARMUP = 2  # steps left out of the throughput after every (re)start
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, as a shell reports it
@@ -161,6 +161,23 @@ class Session:
     def train_seconds(self) -> float:
         """Wall time inside the loop, over this run and the ones it resumes."""
         return self._seconds_before + (time.time() - self._t0 if self._t0 is not None else 0.0)
+
+    def mark_target(self, value: float, target: float, per_step: int) -> None:
+        """A race's clock: the first time `value` (a validation loss, say) is at or below `target`, keep when, in
+        `results`: wall seconds since the process started (imports included), CPU seconds, steps, examples or
+        tokens (`per_step` a step), and seconds inside the loop. A resumed run's process clocks restart: the
+        step and loop-time keys stay exact."""
+        if value <= target and "steps_to_target" not in self.results:
+            self.results.update(seconds_to_target=seconds_since_start(),
+                                cpu_seconds_to_target=round(time.process_time(), 2),
+                                steps_to_target=self.step_count, **{f"{self.unit}_to_target": self.step_count * per_step},
+                                train_seconds_to_target=round(self.train_seconds, 2))
+
+    def reached(self) -> dict:
+        """What mark_target kept (None for each key when the target was never reached)."""
+        keys = ("seconds_to_target", "cpu_seconds_to_target", "steps_to_target", f"{self.unit}_to_target",
+                "train_seconds_to_target")
+        return {k: self.results.get(k) for k in keys}
 
     def log(self, split: str, **metrics) -> dict:
         """A metrics.jsonl row at the current step. Tensors are read here (the only host sync); a non-finite

@@ -171,6 +171,13 @@ def test_smoke_runs_and_sampling(tmp_path, data_root):
     card = read_summary(run)
     assert card["metric"].startswith("val_loss") and card["value"] < math.log(65) + 0.1
     assert any(m["split"] == "valid" for m in read_metrics(run))
+    # the race clock: the smoke preset evaluates at steps 5 and 10; --target 0 is never reached
+    assert card["target"] == 1.886 and card["steps_to_target"] is None and card["seconds_to_target"] is None
+    r = run_cli("train", "05_lstm", "--experiment", "shakespeare", "--preset", "smoke", "--out-dir", tmp_path / "t",
+                "--target", "100", "--sample-chars", "0", env=env)
+    hit = read_summary(only_run_dir(tmp_path / "t", "05_lstm"))
+    assert hit["steps_to_target"] == 5 and hit["tokens_to_target"] == 5 * 8 * 20
+    assert 0 < hit["train_seconds_to_target"] <= hit["train_seconds"] and hit["seconds_to_target"] <= hit["wall_seconds"]
     r = run_cli("sample", "05_lstm", "--run", run, "--length", "40", "--prompt", "ROMEO:")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ROMEO:") and len(r.stdout.rstrip("\n")) >= 40

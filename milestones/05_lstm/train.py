@@ -60,6 +60,8 @@ class Config(TrainConfig):
                                only=TEXT)
     ckpt_every: int = arg(500, "save checkpoint.pt every N steps (and at the end, with the results)")
     sample_chars: int = arg(500, "characters sampled into samples/ at the end of training", only="shakespeare")
+    target: float = arg(1.886, "the validation loss (nats/char) whose first crossing is timed (seconds_to_target; "
+                        "1.886: nanoGPT's CPU configuration, the race 06's GPT runs too)", only="shakespeare")
     lengths: str = arg("10,50,100", "minimal sequence lengths T to train at, comma-separated", only="adding")
     models: str = arg("rnn,lstm", "recurrent layers to compare, comma-separated: rnn (Elman), lstm (with a forget "
                       "gate unless --forget-gate false), lstm1997 (no forget gate, scratch cell)", only="adding")
@@ -109,7 +111,8 @@ PRESETS = {
     "ptb/smoke": dict(LM, size="small", hidden=16, epochs=1, steps=12, bptt=10, eval_batch_size=200, ckpt_every=5),
     "shakespeare/paper": dict(CHAR_RNN, hidden=512, layers=3, epochs=50),
     "shakespeare/default": dict(CHAR_RNN, hidden=512, epochs=20),
-    "shakespeare/quick": dict(CHAR_RNN, hidden=256, dropout=0.0, epochs=1, steps=600, eval_every=200),
+    "shakespeare/quick": dict(CHAR_RNN, hidden=256, dropout=0.0, epochs=1, steps=600, eval_every=100,
+                              precision="auto"),
     "shakespeare/smoke": dict(CHAR_RNN, hidden=16, epochs=1, steps=10, bptt=20, batch_size=8, eval_every=5,
                               eval_batch_size=64, sample_chars=50, ckpt_every=5),
 }
@@ -271,6 +274,8 @@ def run_lm(cfg: Config, rt, argv, words: bool) -> dict:
                 if sess.due("eval"):
                     valid_nll = evaluate_lm(net, valid, rt)
                     sess.log("valid", loss=valid_nll, perplexity=math.exp(valid_nll))
+                    if not words:
+                        sess.mark_target(valid_nll, cfg.target, cfg.batch_size * cfg.bptt)
                 if not sess.running:
                     break
     valid_nll = sess.results["valid_loss"]
@@ -286,8 +291,11 @@ def run_lm(cfg: Config, rt, argv, words: bool) -> dict:
     else:
         card = sess.summary(dataset="Tiny Shakespeare (last 10% = validation)", metric="val_loss (nats/char)",
                             value=round(valid_nll, 4), paper_value=None, impl=cfg.impl,
-                            paper_source="char-rnn (Karpathy 2015) published samples, not a number")
+                            paper_source="char-rnn (Karpathy 2015) published samples, not a number",
+                            target=cfg.target, **sess.reached())
         result = f"validation loss {valid_nll:.4f} nats/char ({valid_nll / math.log(2):.3f} bits/char)"
+        result += (f"; <= {cfg.target} at step {card['steps_to_target']}, {card['seconds_to_target']:.1f} s after the "
+                   f"process started" if card["steps_to_target"] else f"; never <= {cfg.target}")
         if rt.is_main and cfg.sample_chars > 0:
             text = generate(model, vocab, False, "\n", cfg.sample_chars, 0.8, rt.device, seed=cfg.seed)
             (sess.run.dir / "samples").mkdir(exist_ok=True)

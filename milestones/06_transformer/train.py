@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from common import data as corpora
 from common.config import TrainConfig, arg, train_command
 from common.errors import UserError
-from common.logging import seconds_since_start
 from common.loop import evaluate_lm, optimizer_step
 from common.session import Session, open_run
 
@@ -379,16 +378,10 @@ def run_charlm(cfg: Config, rt, argv) -> dict:
                 sess.log("train", loss=loss, lr=sched.get_last_lr()[0])
             if sess.due("eval"):
                 val = evaluate_lm(net, val_batches, rt)
-                if val <= cfg.target and "steps_to_target" not in sess.results:
-                    sess.results.update(seconds_to_target=seconds_since_start(),
-                                        cpu_seconds_to_target=round(time.process_time(), 2),
-                                        steps_to_target=sess.step_count,
-                                        tokens_to_target=sess.step_count * cfg.batch_size * cfg.context,
-                                        train_seconds_to_target=round(sess.train_seconds, 2))
+                sess.mark_target(val, cfg.target, cfg.batch_size * cfg.context)
                 sess.log("valid", loss=val)
     val = sess.results["valid_loss"]
-    reached = {k: sess.results.get(k) for k in ("seconds_to_target", "cpu_seconds_to_target", "steps_to_target",
-                                                 "tokens_to_target", "train_seconds_to_target")}
+    reached = sess.reached()
     card = sess.summary(dataset="Tiny Shakespeare (last 10% = validation)", metric="val_loss (nats/char)",
                         value=round(val, 4), paper_value=1.4697 if cfg.preset in ("default", "paper") else None,
                         paper_source="nanoGPT README, baby GPT on Tiny Shakespeare (A100)"
