@@ -28,6 +28,17 @@ def _isolated_cache(tmp_path_factory):
         os.environ["MILESTONES_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
+@pytest.fixture
+def one_thread():
+    """Modules of many small ops (decoders stepped token by token, tiny U-Nets, plots' short runs) use this:
+    on a shared CPU, OpenMP threads waiting for a busy core cost more than they give."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_cli(*args, env=None, timeout=600, cwd=None) -> subprocess.CompletedProcess:
     """`python -m milestones <args>` in a subprocess (for exit codes and messages exactly as a user sees them)."""
     full_env = {**os.environ, **(env or {})}

@@ -12,13 +12,7 @@ model = importlib.import_module("milestones.06_transformer.model")
 gpt = importlib.import_module("milestones.06_transformer.gpt")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets run faster on one thread, and much faster when other jobs share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def qkv(B=2, h=3, Tq=5, Tk=7, d=4, seed=0):

@@ -17,13 +17,7 @@ train = importlib.import_module("milestones.06_transformer.train")
 ARM_KEYS = ("bleu", "params", "tokens_per_second", "train_seconds")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A decoder stepped token by token is many small ops: one thread, above all when other jobs share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def padded_batch(seed=0, vocab=40):

@@ -16,14 +16,7 @@ diffusion = importlib.import_module("milestones.07_vae_gan_diffusion.diffusion")
 Diffusion, EMA, UNet = diffusion.Diffusion, diffusion.EMA, unet.UNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many small ops in long loops: on a shared CPU, OpenMP threads waiting for a busy core cost more than
-    they give."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_unet(**kw) -> UNet:
