@@ -24,6 +24,9 @@ rest to a Session:
 What it owns:
 - resume: the step, the elapsed training time and whatever the loop stored (`sess.results`, `extra`) come back;
 - when to log, evaluate and checkpoint (--log-every, --eval-every, --ckpt-every; always at the last step);
+- a time budget, when given (`budget_seconds`): the loop reports the seconds it has spent on its own clock with
+  each step (`sess.step(n, spent=...)`), the step that spends the budget is the last, and the progress bar counts
+  budget seconds, not steps;
 - throughput: wall time between steps, leaving out the first WARMUP steps after a (re)start (compilation,
   autotuning) and the time spent in evaluation and checkpointing;
 - stopping cleanly: the first Ctrl-C or SIGTERM (what a cluster scheduler sends before preempting a job) lets
@@ -72,12 +75,21 @@ class Stop(Exception):
 class Session:
     """One training loop inside a run: its step counter, clock, progress bar, schedule and checkpoint."""
 
-    def __init__(self, cfg, rt, run: RunLogger, total: int, steps_per_epoch: int, *, checkpoint=None,
-                 tag: dict = None, desc: str = None, unit: str = "examples", echo: bool = True):
-        if total < 1:
+    def __init__(self, cfg, rt, run: RunLogger, total: int | None, steps_per_epoch: int, *, checkpoint=None,
+                 tag: dict = None, desc: str = None, unit: str = "examples", echo: bool = True,
+                 budget_seconds: float = 0.0):
+        if budget_seconds < 0:
+            raise UserError(f"the time budget must be >= 0 seconds, got {budget_seconds:g}")
+        if total is None and not budget_seconds:
+            raise UserError("nothing to train: no step total and no time budget")
+        if total is not None and total < 1:
             raise UserError(f"nothing to train: {total} steps (check --steps, --epochs and the data size)")
         self.cfg, self.rt, self.run = cfg, rt, run
-        self.total, self.steps_per_epoch = total, max(1, steps_per_epoch)
+        # the step total; with a budget and no step total, none (the budget's last step sets it)
+        self.total = total if total is not None else math.inf
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.budget_seconds = budget_seconds  # 0 = no budget: the steps alone end the loop
+        self.spent = 0.0  # budget seconds spent, as the loop last reported them
         self.checkpoint_path = checkpoint or run.checkpoint_path
         self.tag = dict(tag or {})
         self.unit = unit  # what step(n) counts: "examples" or "tokens"
@@ -129,8 +141,10 @@ class Session:
     def epoch(self) -> float:
         return self.step_count / self.steps_per_epoch
 
-    def step(self, n: int) -> None:
-        """One optimizer step done, on `n` examples (or tokens) summed over ranks."""
+    def step(self, n: int, spent: float = None) -> None:
+        """One optimizer step done, on `n` examples (or tokens) summed over ranks. With a budget, `spent` is the
+        budget seconds spent so far on the loop's own clock (it decides what counts, e.g. CPU seconds of
+        training steps only); the step that reaches the budget is the last."""
         now = time.perf_counter()
         if self._mark is not None:
             if self._skip > 0:
@@ -139,8 +153,14 @@ class Session:
                 self._seconds += now - self._mark
                 self._count += n
         self.step_count += 1
+        if self.budget_seconds:
+            if spent is None:
+                raise TypeError("a session with a time budget needs step(n, spent=seconds spent so far)")
+            self.spent = spent
+            if spent >= self.budget_seconds:
+                self.total = self.step_count  # the budget ends the run here: this step is the last
         if self._bar is not None:
-            self._bar.update(1)
+            self._bar.update(min(self.spent, self.budget_seconds) - self._bar.n if self.budget_seconds else 1)
         if self.due("ckpt") and self.running:  # the last one is written by summary(), with the results
             self.save()
         self._honour_stop()
@@ -151,6 +171,17 @@ class Session:
         every = {"log": self.cfg.log_every, "eval": self.cfg.eval_every or self.steps_per_epoch,
                  "ckpt": self.cfg.ckpt_every}[what]
         return self.step_count % every == 0 or self.step_count == self.total
+
+    def meter(self) -> dict:
+        """What the progress bar shows: done of total, in steps or (with a budget) budget seconds, its estimate
+        of the wall seconds left (None before it has a rate), and its line as drawn."""
+        if self.budget_seconds:
+            done, total, unit = min(self.spent, self.budget_seconds), self.budget_seconds, "s"
+        else:
+            done, total, unit = self.step_count, self.total, "step"
+        rate = self._bar.format_dict["rate"] if self._bar is not None else None  # tqdm's: units per wall second
+        return dict(done=done, total=total, unit=unit, eta_seconds=(total - done) / rate if rate else None,
+                    text=str(self._bar) if self._bar is not None else "")
 
     @property
     def rate(self) -> float:
@@ -190,6 +221,8 @@ class Session:
             values[f"{self.unit}_per_second"] = self.rate
             if self._bar is not None:
                 shown = {k: f"{v:.4g}" for k, v in values.items() if k in ("loss", "error", "lr")}
+                if self.budget_seconds:  # the bar counts seconds: the step goes beside it
+                    shown = dict(step=self.step_count, **shown)
                 self._bar.set_postfix(**shown, **{self.unit[:3] + "/s": f"{self.rate:,.0f}"})
         else:
             self.results.update({f"{split}_{k}": v for k, v in values.items()})
@@ -236,7 +269,12 @@ class Session:
         if threading.current_thread() is threading.main_thread():
             for sig in EXIT_CODES:
                 self._old_handlers[sig] = signal.signal(sig, self._on_signal)
-        self._bar = progress(total=self.total, initial=self.step_count, desc=self.desc, rt=self.rt, unit="step")
+        if self.budget_seconds:  # the bar counts budget seconds (its ETA is in wall seconds, evaluation included)
+            self._bar = progress(total=self.budget_seconds, initial=min(self.spent, self.budget_seconds),
+                                 desc=self.desc, rt=self.rt, unit="s", bar_format="{desc}: {percentage:3.0f}%|"
+                                 "{bar}| {n:.1f}/{total:g} budget s [{elapsed}<{remaining}{postfix}]")
+        else:
+            self._bar = progress(total=self.total, initial=self.step_count, desc=self.desc, rt=self.rt, unit="step")
         return self
 
     def __exit__(self, kind, exc, tb):

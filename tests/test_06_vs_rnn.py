@@ -125,13 +125,25 @@ def test_smoke_run_is_deterministic(smoke_run, tmp_path):
         assert again[key] == first[key], key
 
 
-def test_the_budget_ends_each_arm(tmp_path, data_root):
-    """With a budget every arm stops at the first step that spends it (here: any step at all)."""
+def test_the_budget_ends_each_arm(tmp_path, data_root, monkeypatch):
+    """With a budget every arm stops at the first step that spends it (here: any step at all), and its progress
+    bar counts the budget's seconds, not a step ceiling."""
+    vs_rnn = importlib.import_module("milestones.06_transformer.vs_rnn")
+    sessions = []
+
+    class Kept(vs_rnn.Session):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            sessions.append(self)
+
+    monkeypatch.setattr(vs_rnn, "Session", Kept)
     train.main(["--experiment", "vs_rnn", "--preset", "smoke", "--steps", "0", "--budget-seconds", "1e-9",
                 "--out-dir", str(tmp_path)])
     card = read_summary(only_run_dir(tmp_path, "06_transformer"))
     assert card["steps_transformer"] == card["steps_rnn"] == 1
     assert card["budget_seconds"] == 1e-9
+    assert [(s.meter()["done"], s.meter()["total"], s.meter()["unit"], s.total) for s in sessions] == \
+        [(1e-9, 1e-9, "s", 1)] * 2
 
 
 def test_bad_input_is_one_line(tmp_path, capsys, data_root):

@@ -246,6 +246,40 @@ def test_session_schedule_and_throughput_leave_out_warm_up_and_evaluation(tmp_pa
     assert sess.results == {"test_error": 0.5} and sess.train_seconds > 0.6
 
 
+def test_a_budgeted_session_counts_budget_seconds_and_stops_at_the_step_that_spends_them(tmp_path):
+    """With budget_seconds and no step total, the bar counts seconds of the budget (not a step ceiling), the loop
+    runs until the spent seconds it reports reach the budget, and that step is the last: logged and evaluated."""
+    import math
+    from common.config import TrainConfig
+    from common.session import Session
+
+    cfg = TrainConfig(out_dir=str(tmp_path), log_every=100, eval_every=100, ckpt_every=100)
+    rt = Runtime(device=torch.device("cpu"))
+    run = RunLogger("01_dnn", "m", {}, out_dir=tmp_path, rt=rt, cfg=cfg)
+    sess = Session(cfg, rt, run, total=None, steps_per_epoch=5, budget_seconds=1.0)
+    sess.attach(torch.nn.Linear(2, 2))
+    assert sess.total == math.inf and sess.meter()["total"] == 1.0 and sess.meter()["unit"] == "s"
+    seen = []
+    with sess:
+        while sess.running:
+            sess.step(10, spent=0.3 * (sess.step_count + 1))  # 0.3, 0.6, 0.9, 1.2 s spent
+            meter = sess.meter()
+            seen.append((sess.step_count, round(meter["done"], 6), meter["total"], sess.due("eval")))
+            assert meter["eta_seconds"] is None or 0 <= meter["eta_seconds"] < math.inf
+    assert seen == [(1, 0.3, 1.0, False), (2, 0.6, 1.0, False), (3, 0.9, 1.0, False), (4, 1.0, 1.0, True)]
+    assert sess.total == 4 and sess.spent == 1.2 and "100%" in sess.meter()["text"]
+    capped = Session(cfg, rt, run, total=2, steps_per_epoch=5, budget_seconds=1.0)  # a step total still caps it
+    capped.attach(torch.nn.Linear(2, 2))
+    with capped:
+        while capped.running:
+            capped.step(10, spent=0.1)
+    assert capped.step_count == 2 and capped.meter()["done"] == 0.1
+    with pytest.raises(TypeError):  # a budgeted loop that forgets to report its seconds would never stop
+        Session(cfg, rt, run, total=None, steps_per_epoch=5, budget_seconds=1.0).step(10)
+    with pytest.raises(UserError):
+        Session(cfg, rt, run, total=None, steps_per_epoch=5)
+
+
 def test_mfu_uses_the_datasheet_peak_and_is_none_off_gpu():
     from common.device import mfu
 

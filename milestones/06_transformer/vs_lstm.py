@@ -42,7 +42,6 @@ LanguageModel = importlib.import_module("milestones.05_lstm.model").LanguageMode
 MILESTONE = "06_transformer"
 DATASET = "Tiny Shakespeare (last 10% = validation)"
 INIT_RANGE = 0.08  # the LSTM's weights uniform in +-0.08: char-rnn's init, as 05's shakespeare presets
-UNBOUNDED = 10 ** 9  # the step ceiling of a budgeted arm when --steps is 0
 
 
 def lstm_lm_params(vocab: int, hidden: int, layers: int) -> int:
@@ -72,7 +71,8 @@ class Windowed(nn.Module):
 
 class Budget:
     """An arm's spending: training seconds (evaluation left out) against --budget-seconds, or steps against
-    the step total. `done` is the share of the schedule after the warm-up spent, for the cosine."""
+    the step total (None when the budget alone ends the arm). `done` is the share of the schedule after the
+    warm-up spent, for the cosine."""
 
     def __init__(self, seconds: float, total: int, warmup: int, device):
         self.seconds, self.total, self.warmup = seconds, total, warmup
@@ -90,10 +90,6 @@ class Budget:
         if steps == self.warmup:
             self.at_warmup = self.used
 
-    @property
-    def spent(self) -> bool:
-        return self.seconds > 0 and self.used >= self.seconds
-
     def done(self, step: int) -> float:
         if not self.seconds:
             return (step - self.warmup) / max(1, self.total - self.warmup)
@@ -106,15 +102,14 @@ def train_arm(cfg, rt, run, name: str, model: nn.Module, read: nn.Module, lr: fl
               val: list) -> dict:
     """Train `model` on `text` until its budget is spent; `read(x)` gives its logits (B, T, V). Returns its
     card, validation curve and throughput."""
-    total = cfg.steps or (UNBOUNDED if cfg.budget_seconds else cfg.epochs * len(text) // (cfg.batch_size *
-                                                                                            cfg.context))
+    total = cfg.steps or (None if cfg.budget_seconds else cfg.epochs * len(text) // (cfg.batch_size * cfg.context))
     budget = Budget(cfg.budget_seconds, total, cfg.warmup, rt.device)
     opt = make_adamw(model, dataclasses.replace(cfg, lr=lr), rt.device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, budget.done(s)))
     scaler = rt.grad_scaler()
     steps_per_epoch = max(1, len(text) // (cfg.batch_size * cfg.context))
     sess = Session(cfg, rt, run, total, steps_per_epoch, checkpoint=run.dir / f"checkpoint-{name}.pt",
-                   tag={"model": name}, desc=f"{MILESTONE} {name}", unit="tokens")
+                   tag={"model": name}, desc=f"{MILESTONE} {name}", unit="tokens", budget_seconds=cfg.budget_seconds)
     sess.attach(model, opt, sched, scaler, resume=False)
     net = rt.wrap(read, compile=cfg.compile)
     load = [os.getloadavg()[0]]
@@ -132,9 +127,7 @@ def train_arm(cfg, rt, run, name: str, model: nn.Module, read: nn.Module, lr: fl
             optimizer_step(loss, opt, scaler, cfg.clip, model.parameters())
             budget.stop(sess.step_count + 1)
             sched.step()
-            if budget.spent:
-                sess.total = sess.step_count + 1  # this step is the last: the session logs and evaluates at it
-            sess.step(tokens)
+            sess.step(tokens, spent=budget.used)  # the step that spends the budget is the last: evaluated at
             if sess.due("log"):
                 sess.log("train", loss=loss, lr=sched.get_last_lr()[0], seconds=round(budget.used, 2))
             if sess.due("eval"):

@@ -37,7 +37,6 @@ MILESTONE = "06_transformer"
 DATASET = "Multi30k de-en (test_2016_flickr)"
 ARMS = ("transformer", "rnn")
 RNN_CLIP = 1.0  # Bahdanau et al., appendix A.2.2: the gradient's norm renormalised to at most 1
-UNBOUNDED = 10 ** 9  # the step ceiling of a budgeted arm when --steps is 0
 
 
 def build(arm: str, cfg, vocab_size: int, positions: int):
@@ -55,9 +54,10 @@ def build(arm: str, cfg, vocab_size: int, positions: int):
 def fit(arm: str, cfg, rt, run, train: Pairs, valid: Pairs, model, opt, sched, clip: float):
     """Train one arm until its budget (or --steps) is spent; returns (session, training seconds on the clock,
     real tokens trained on)."""
-    total = cfg.steps or (UNBOUNDED if cfg.budget_seconds else cfg.epochs * len(train))
+    total = cfg.steps or (None if cfg.budget_seconds else cfg.epochs * len(train))
     sess = Session(cfg, rt, run, total, len(train), checkpoint=run.dir / f"checkpoint-{arm}.pt",
-                   tag={"model": arm}, desc=f"{MILESTONE} vs_rnn {arm}", unit="tokens")
+                   tag={"model": arm}, desc=f"{MILESTONE} vs_rnn {arm}", unit="tokens",
+                   budget_seconds=cfg.budget_seconds)
     scaler = rt.grad_scaler()
     sess.attach(model, opt, sched, scaler, resume=False)
     net = rt.wrap(model, compile=cfg.compile)
@@ -78,9 +78,7 @@ def fit(arm: str, cfg, rt, run, train: Pairs, valid: Pairs, model, opt, sched, c
                     torch.cuda.synchronize()  # the step's wall time, not its launch time
                 spent += clock() - t0
                 seen += tokens * rt.world_size
-                if cfg.budget_seconds and spent >= cfg.budget_seconds:
-                    sess.total = sess.step_count + 1  # the budget ends the schedule here: this is the last step
-                sess.step(tokens * rt.world_size)
+                sess.step(tokens * rt.world_size, spent=spent)  # the step that spends the budget is the last
                 if sess.due("log"):
                     sess.log("train", loss=loss, lr=sched.get_last_lr()[0], budget_seconds_spent=round(spent, 2))
                 if sess.due("eval"):
