@@ -94,10 +94,25 @@ def test_checkpoint_averaging_is_the_mean_of_the_kept_weights(translate_run):
     assert not all(torch.equal(a[k], b[k]) for k in b)
 
 
-def test_copy_smoke_reports_exact_match(tmp_path):
+def test_copy_smoke_reports_exact_match(tmp_path, capsys):
     card = read_summary(smoke(tmp_path, "--experiment", "copy"))
     assert card["metric"] == "exact_match (greedy)" and 0.0 <= card["value"] <= 1.0
     assert card["model"].startswith("copy-transformer") and card["steps"] == 6
+    peak = 0.3 * 16 ** -0.5 * 4 ** -0.5  # copy/smoke: --lr 0.3 on eq. 3 at d_model 16, warm-up 4
+    assert card["lr_means"] == "factor on the paper's schedule (eq. 3)" and card["peak_lr"] == pytest.approx(peak)
+    assert "--lr 0.3: a factor on the paper's schedule (eq. 3), peak rate 0.0375 at step 4" in capsys.readouterr().out
+
+
+def test_every_06_card_says_what_lr_meant_and_the_peak_rate_it_gave(translate_run, charlm_run):
+    """--lr multiplies eq. 3 for the Transformer but is the peak AdamW rate for the GPT: each card's peak_lr is the
+    top of the rate the optimizer actually followed, so two runs' peak_lr compare like with like."""
+    cfg = json.loads((translate_run / "config.json").read_text())["config"]
+    card = read_summary(translate_run)
+    top = max(cfg["lr"] * train.rate(s, cfg["d_model"], cfg["warmup"]) for s in range(1, 10 * cfg["warmup"]))
+    assert card["lr_means"] == "factor on the paper's schedule (eq. 3)" and card["peak_lr"] == pytest.approx(top)
+    card = read_summary(charlm_run)
+    logged = max(r["lr"] for r in read_metrics(charlm_run) if r["split"] == "train")
+    assert card["lr_means"] == "peak AdamW rate" and card["peak_lr"] == 3e-3 == pytest.approx(logged)
 
 
 def test_charlm_smoke_reports_val_loss_and_the_target(charlm_run):

@@ -82,6 +82,7 @@ def test_smoke_run_writes_the_plot_and_both_nets_results(smoke_run):
         {p.name for p in smoke_run.iterdir()}
     assert abs(card["lstm_params"] / card["gpt_params"] - 1) < 0.05 and card["params"] == card["gpt_params"]
     assert card["value"] == card["gpt_val_loss"]
+    assert (card["lr_means"], card["peak_lr"], card["peak_lr_lstm"]) == ("peak AdamW rate", 3e-3, 3e-3)
     for arm in ("gpt", "lstm"):
         assert card[f"{arm}_steps"] == 6 and card[f"{arm}_tokens"] == 6 * 8 * 32
         assert card[f"{arm}_tokens_per_second"] > 0 and card[f"{arm}_seconds"] > 0

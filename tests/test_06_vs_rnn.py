@@ -113,6 +113,8 @@ def test_smoke_run_writes_both_arms(smoke_run):
         assert len((smoke_run / f"translations-{arm}.txt").read_text().splitlines()) == 20
     assert card["value"] == pytest.approx(card["bleu_transformer"] - card["bleu_rnn"], abs=0.011)
     assert card["params_rnn"] == sum(p.numel() for p in rnn.RNNSearch(300, 16, 16).parameters())
+    assert card["lr_means"] == "factor on the paper's schedule (eq. 3)"  # --lr is the Transformer's factor on eq. 3
+    assert card["peak_lr"] == pytest.approx(32 ** -0.5 * 4 ** -0.5) and card["peak_lr_rnn"] == 1e-3
     rows = read_metrics(smoke_run)
     assert {r["model"] for r in rows} == {"transformer", "rnn"}
     assert {r["model"] for r in rows if r["split"] == "test"} == {"transformer", "rnn"}

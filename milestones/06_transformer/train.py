@@ -23,6 +23,7 @@ from common.session import Session, open_run
 
 from . import data, decode
 from .figures import cross_attention_grid
+from .lr import lr_line, lr_record
 from .charlm import gpt_from, lr_lambda, make_adamw, tiled, windows
 from .vs_lstm import run_vs_lstm
 from .model import CONFIGS, IMPLS
@@ -53,8 +54,9 @@ class Config(TrainConfig):
                          choices=("sinusoidal", "learned"), only=SEQ2SEQ)
     impl: str = arg("fast", "attention: fast (PyTorch's fused kernels) or scratch (eq. 1 written out; the faster "
                     "of the two on a CPU for short sequences)", choices=IMPLS)
-    lr: float = arg(1.0, "translate/copy: factor on the paper's rate d_model^-0.5 min(step^-0.5, step warmup^-1.5) "
-                    "(1 = the paper); charlm: peak AdamW learning rate")
+    lr: float = arg(1.0, "translate/copy/vs_rnn (the Transformer): factor on the paper's rate d_model^-0.5 "
+                    "min(step^-0.5, step warmup^-1.5) (1 = the paper); charlm/vs_lstm (the GPT): the peak AdamW "
+                    "rate. Each run prints which and records the peak it gave as peak_lr")
     warmup: int = arg(4000, "warm-up steps (translate/copy: of the paper's schedule, eq. 3; charlm: linear)")
     clip: float = arg(0.0, "clip the global gradient norm to this value (0 = never; the paper does not clip)")
     # translation and copying
@@ -279,6 +281,7 @@ def run_translate(cfg: Config, rt, argv) -> dict:
     run_dir = run.dir
     if rt.is_main:
         data.save_tokenizer(tok, run_dir / "tokenizer.json")  # for `sample`, even if the run is interrupted
+        print(lr_line(cfg, lr_record(cfg, schedule=True)))
     sess, model, keep = train_seq2seq(cfg, rt, run, splits, tok.get_vocab_size(), positions)
     final, averaged = keep.averaged(model)
 
@@ -304,7 +307,7 @@ def run_translate(cfg: Config, rt, argv) -> dict:
         paper_source="Vaswani et al. 2017, Table 2 (base, EN-DE newstest2014)" if paper else None,
         bleu_signature=cased["signature"], bleu_lowercase=round(lower["score"], 2),
         valid_loss=sess.results.get("valid_loss"), beam=cfg.beam, alpha=cfg.alpha, averaged_steps=averaged,
-        direction=f"{src_lang}->{tgt_lang}", decode_seconds=round(decode_seconds, 1))
+        direction=f"{src_lang}->{tgt_lang}", decode_seconds=round(decode_seconds, 1), **lr_record(cfg, schedule=True))
     if rt.is_main:
         print(f"{sess.run.model}: BLEU {cased['score']:.2f} ({cased['signature']}), lowercased {lower['score']:.2f}, "
               f"on {n} test sentences; {card['train_seconds']:.0f} s, {sess.rate:,.0f} tokens/s; "
@@ -322,6 +325,8 @@ def run_copy(cfg: Config, rt, argv) -> dict:
               "val": data.copy_task(500, lengths, cfg.copy_vocab, seed=cfg.seed + 1)}
     held_out = data.copy_task(500, lengths, cfg.copy_vocab, seed=cfg.seed + 2)
     run = open_run(cfg, rt, MILESTONE, f"copy-{transformer_name(cfg)}", argv)
+    if rt.is_main:
+        print(lr_line(cfg, lr_record(cfg, schedule=True)))
     sess, model, _ = train_seq2seq(cfg, rt, run, splits, cfg.copy_vocab, 2 * cfg.copy_length + 64)
     sources = [row["src"] for row in held_out]
     hyps = decode.translate(model, sources, data.BOS, data.EOS, data.PAD, beam=1, max_len=cfg.copy_length + 1)
@@ -329,7 +334,7 @@ def run_copy(cfg: Config, rt, argv) -> dict:
     sess.log("test", exact_match=exact)
     card = sess.summary(dataset=f"copy task (generated, lengths 1-{cfg.copy_length}, {cfg.copy_vocab - 4} symbols)",
                         metric="exact_match (greedy)", value=round(exact, 4), paper_value=None, paper_source=None,
-                        valid_loss=sess.results.get("valid_loss"))
+                        valid_loss=sess.results.get("valid_loss"), **lr_record(cfg, schedule=True))
     if rt.is_main:
         print(f"{sess.run.model}: {exact:.1%} of {len(sources)} held-out sequences copied exactly; "
               f"{card['train_seconds']:.0f} s; run record: {sess.run.dir}")
@@ -361,6 +366,8 @@ def run_charlm(cfg: Config, rt, argv) -> dict:
     name = f"gpt-{cfg.layers}x{cfg.d_model}-ctx{cfg.context}"
     steps_per_epoch = max(1, len(train) // (cfg.batch_size * cfg.context))  # an "epoch": as many characters as the text
     sess = Session(cfg, rt, open_run(cfg, rt, MILESTONE, name, argv), total, steps_per_epoch, unit="tokens")
+    if rt.is_main:
+        print(lr_line(cfg, lr_record(cfg, schedule=False)))
     sess.attach(model, opt, sched, scaler, extra=lambda: dict(vocab=vocab))
     net = rt.wrap(model, compile=cfg.compile)
     local = cfg.batch_size // rt.world_size
@@ -386,7 +393,7 @@ def run_charlm(cfg: Config, rt, argv) -> dict:
                         value=round(val, 4), paper_value=1.4697 if cfg.preset in ("default", "paper") else None,
                         paper_source="nanoGPT README, baby GPT on Tiny Shakespeare (A100)"
                         if cfg.preset in ("default", "paper") else None,
-                        target=cfg.target, **reached)
+                        target=cfg.target, **reached, **lr_record(cfg, schedule=False))
     if rt.is_main and cfg.sample_chars > 0:
         from common.data.text import decode as decode_chars
         model.eval()

@@ -35,6 +35,7 @@ from common.plot import line_plot
 from common.session import Session, open_run
 
 from .charlm import gpt_from, lr_factor, make_adamw, tiled, windows
+from .lr import lr_line, lr_record
 
 # A documented reuse across milestones (docs/DESIGN.md): the recurrent arm is 05's LSTM language model, as is
 LanguageModel = importlib.import_module("milestones.05_lstm.model").LanguageModel
@@ -188,6 +189,8 @@ def run_vs_lstm(cfg, rt, argv) -> dict:
         print(f"parameters: {names['gpt']} {params['gpt']:,}, {names['lstm']} {params['lstm']:,} "
               f"({params['lstm'] / params['gpt'] - 1:+.1%})")
     run = open_run(cfg, rt, MILESTONE, f"vs_lstm-{names['gpt']}-{names['lstm']}", argv)
+    if rt.is_main:
+        print(f"{lr_line(cfg, lr_record(cfg, schedule=False))} of the GPT; --lstm-lr {cfg.lstm_lr:g}: the LSTM's")
     arms = {"gpt": train_arm(cfg, rt, run, names["gpt"], gpt, gpt, cfg.lr, text, val),
             "lstm": train_arm(cfg, rt, run, names["lstm"], lstm, Windowed(lstm), cfg.lstm_lr, text,
                               val)}
@@ -210,7 +213,8 @@ def run_vs_lstm(cfg, rt, argv) -> dict:
         params=params["gpt"], train_seconds=round(g["card"]["train_seconds"] + m["card"]["train_seconds"], 2),
         examples_per_second=g["tokens_per_second"], tokens_per_second=g["tokens_per_second"], steps=g["steps"],
         gpt_params=params["gpt"], lstm_params=params["lstm"], lstm_hidden=hidden, budget_seconds=cfg.budget_seconds,
-        budget_clock=clock, **per_arm, plot=str(plot) if plot else None)
+        budget_clock=clock, **per_arm, plot=str(plot) if plot else None, **lr_record(cfg, schedule=False),
+        peak_lr_lstm=cfg.lstm_lr)
     if rt.is_main:
         print(f"\n{'net':<14} {'params':>9} {'steps':>6} {clock + ' s':>7} {'tokens/s':>9} "
               f"{'tok/' + clock + ' s':>10} {'val loss':>9}")

@@ -30,6 +30,7 @@ from common.loop import optimizer_step
 from common.session import Session, open_run
 
 from . import data, decode
+from .lr import lr_line, lr_record
 from .rnn_seq2seq import RNNSearch
 from .seq2seq import Pairs, check_seq2seq, evaluate_nll, rate, transformer_from
 
@@ -129,6 +130,8 @@ def run_vs_rnn(cfg, rt, argv) -> dict:
     run = open_run(cfg, rt, MILESTONE, "vs_rnn", argv)
     if rt.is_main:
         data.save_tokenizer(tok, run.dir / "tokenizer.json")
+        print(f"{lr_line(cfg, lr_record(cfg, schedule=True))} for the Transformer; the RNN's Adam: constant "
+              f"--rnn-lr {cfg.rnn_lr:g}")
 
     arms = {}
     for arm in ARMS:
@@ -160,7 +163,8 @@ def run_vs_rnn(cfg, rt, argv) -> dict:
         paper_value=None, paper_source=None, params=max(a["params"] for a in arms.values()),
         train_seconds=round(seconds, 2), examples_per_second=round(tokens / seconds, 1) if seconds else 0.0,
         steps=sum(a["steps"] for a in arms.values()), budget_seconds=cfg.budget_seconds, bleu_signature=signature,
-        beam=cfg.beam, alpha=cfg.alpha, test_sentences=n, **per_arm)
+        beam=cfg.beam, alpha=cfg.alpha, test_sentences=n, **per_arm, **lr_record(cfg, schedule=True),
+        peak_lr_rnn=cfg.rnn_lr)
     if rt.is_main:
         print(f"\n{'arm':<12} {'params':>10} {'steps':>6} {'budget s':>9} {'tokens/s':>9} {'valid NLL':>9} {'BLEU':>6}")
         for arm, a in arms.items():
