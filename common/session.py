@@ -201,7 +201,8 @@ class Session:
         if value <= target and "steps_to_target" not in self.results:
             self.results.update(seconds_to_target=seconds_since_start(),
                                 cpu_seconds_to_target=round(time.process_time(), 2),
-                                steps_to_target=self.step_count, **{f"{self.unit}_to_target": self.step_count * per_step},
+                                steps_to_target=self.step_count,
+                                **{f"{self.unit}_to_target": self.step_count * per_step},
                                 train_seconds_to_target=round(self.train_seconds, 2))
 
     def reached(self) -> dict:
