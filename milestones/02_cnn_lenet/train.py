@@ -130,7 +130,8 @@ def mnist_for(experiment: str, data_dir):
     """uint8 train and test tensors in the model's input size: 32x32 (lenet5, fast), 16x16 (lenet1989), 28x28
     (mlp)."""
     splits = data.load("mnist", data_dir)
-    fit = {"lenet5": inputs.pad_to_32, "fast": inputs.pad_to_32, "lenet1989": inputs.shrink_to_16, "mlp": lambda x: x}[experiment]
+    fit = {"lenet5": inputs.pad_to_32, "fast": inputs.pad_to_32, "lenet1989": inputs.shrink_to_16,
+           "mlp": lambda x: x}[experiment]
     return [(fit(x), y) for x, y in (splits["train"], splits["test"])]
 
 
@@ -165,7 +166,8 @@ def train(cfg: Config, rt, argv) -> dict:
                                   device=rt.device, seed=cfg.seed, rank=rt.rank, world_size=rt.world_size)
     test_set = data.TensorLoader(x_test, y_test, batch_size=1000, device=rt.device, rank=rt.rank,
                                  world_size=rt.world_size)
-    scale = {"lenet5": inputs.scale_1998, "fast": inputs.scale_1998, "lenet1989": inputs.scale_1989, "mlp": lambda x: x}[cfg.experiment]
+    scale = {"lenet5": inputs.scale_1998, "fast": inputs.scale_1998, "lenet1989": inputs.scale_1989,
+             "mlp": lambda x: x}[cfg.experiment]
     channels_last = rt.device.type == "cuda" and cfg.experiment != "mlp"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -239,7 +241,8 @@ def train(cfg: Config, rt, argv) -> dict:
 
 
 def dataset_name(cfg: Config) -> str:
-    return {"lenet5": "mnist (padded to 32x32)", "fast": "mnist (padded to 32x32)", "lenet1989": "mnist (shrunk to 16x16)", "mlp": "mnist"}[cfg.experiment]
+    return {"lenet5": "mnist (padded to 32x32)", "fast": "mnist (padded to 32x32)",
+            "lenet1989": "mnist (shrunk to 16x16)", "mlp": "mnist"}[cfg.experiment]
 
 
 @torch.no_grad()
