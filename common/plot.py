@@ -1,6 +1,5 @@
 """Line plots for experiments (training curves, gradient norms), saved as PNG without a display."""
 
-import math
 from pathlib import Path
 
 
