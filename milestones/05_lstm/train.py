@@ -193,7 +193,7 @@ def run_adding(cfg: Config, rt, argv) -> dict:
         examples_per_second=round(sum(r["sequences"] for r in results) / max(seconds, 1e-6), 1),
         steps=sum(r["steps"] for r in results), results=results)
     if rt.is_main:
-        print(f"\n   T  " + "".join(f"{k + ' wrong':>18}" for k in kinds) + f"   (of {TEST_SEQUENCES} test sequences)")
+        print("\n   T  " + "".join(f"{k + ' wrong':>18}" for k in kinds) + f"   (of {TEST_SEQUENCES} test sequences)")
         for T in lengths:
             print(f"{T:>5} " + "".join(f"{r['error']:>10.1%} ({r['wrong']:>4})" for r in results if r["T"] == T))
         print(f"run record and plots (error_vs_length.png, grad_norm_vs_lag.png): {run.dir}")

@@ -8,7 +8,6 @@
 """
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 

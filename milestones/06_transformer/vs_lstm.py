@@ -221,7 +221,7 @@ def run_vs_lstm(cfg, rt, argv) -> dict:
         for k, a in arms.items():
             print(f"{names[k]:<14} {params[k]:>9,} {a['steps']:>6} {a['seconds']:>7.1f} "
                   f"{a['tokens_per_second']:>9,.0f} {a['tokens_per_clock_second']:>10,.0f} {a['val_loss']:>9.4f}")
-        print(f"load average (1 min) at the start and end of each net: "
+        print("load average (1 min) at the start and end of each net: "
               + ", ".join(f"{names[k]} {a['load_average'][0]:.1f} -> {a['load_average'][1]:.1f}"
                           for k, a in arms.items()))
         print(f"plot: {plot}\nrun record: {run.dir}")
