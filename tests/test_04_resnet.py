@@ -44,6 +44,27 @@ def test_cifar_parameter_counts_match_table_6(depth, paper_millions, last_digit)
     assert n_params(M.resnet_cifar(depth, "plain")) == count  # option A adds no parameters to the plain net
 
 
+def cifar_params_at_width(depth: int, w: int) -> int:
+    """The same count for stages of w / 2w / 4w filters (a 3x3 conv c_in -> c costs 9 c_in c + 2c with its BN):
+        first conv 29 w;  stage 1: 2n (9 w^2 + 2 w);  stage 2: 18 w^2 + 4 w + (2n - 1)(36 w^2 + 4 w)
+        stage 3: 72 w^2 + 8 w + (2n - 1)(144 w^2 + 8 w);  fc 40 w + 10"""
+    n = (depth - 2) // 6
+    return (29 * w + 2 * n * (9 * w * w + 2 * w) + 18 * w * w + 4 * w + (2 * n - 1) * (36 * w * w + 4 * w)
+            + 72 * w * w + 8 * w + (2 * n - 1) * (144 * w * w + 8 * w) + 40 * w + 10)
+
+
+@pytest.mark.parametrize("width", [4, 8, 16, 24])
+@pytest.mark.parametrize("depth", [20, 56])
+def test_width_sets_every_stage_and_the_parameter_count(depth, width):
+    net = M.build(f"resnet{depth}", width=width)
+    assert n_params(net) == cifar_params_at_width(depth, width) == n_params(M.build(f"plain{depth}", width=width))
+    assert [net.blocks[i].conv2[0].out_channels for i in (0, len(net.blocks) // 2, -1)] == [width, 2 * width,
+                                                                                          4 * width]
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    if width == 16:  # the paper's widths are the default
+        assert n_params(M.build(f"resnet{depth}")) == cifar_params_by_hand(depth) == n_params(net)
+
+
 def test_table_6_depths_are_6n_plus_2_with_the_papers_n():
     for depth, n in ((20, 3), (32, 5), (44, 7), (56, 9), (110, 18), (1202, 200)):
         assert M.cifar_blocks_per_stage(depth) == n
@@ -194,6 +215,23 @@ def test_paper_presets_are_section_4_2s_recipe(experiment):
     assert cfg.warmup_steps == -1 and R.warmup_for("resnet110", cfg) == 400 and R.warmup_for("plain56", cfg) == 0
 
 
+def test_degradation_quick_preset_is_the_one_notes_describes():
+    from common.config import parse_config
+    cfg = parse_config(T.Config, ["--experiment", "degradation", "--preset", "quick"], T.PRESETS,
+                       experiments=T.EXPERIMENTS)
+    # the paper's recipe (SGD 0.1, momentum 0.9, wd 1e-4, batch 128, augmentation, option A), bf16 where native
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size) == (0.1, 0.9, 1e-4, 128)
+    assert (cfg.shortcut, cfg.augment, cfg.zero_init_residual, cfg.precision) == ("A", True, False, "auto")
+    # ... its schedule shape (/10 at 50% and 75%) in 1,000 steps, 0.01 for the first 60, at widths 8/16/32
+    lam = R.lr_lambda(cfg.steps, R.parse_drops(cfg.lr_drops), R.warmup_for("plain20", cfg))
+    assert [s for s in range(1, cfg.steps) if lam(s) != lam(s - 1)] == [60, 500, 750] and lam(0) == 0.1
+    assert (cfg.steps, cfg.width, R.warmup_for("resnet56", cfg)) == (1000, 8, 60)
+    assert cfg.models == "plain20,plain56,resnet20,resnet56"
+    notes = " ".join((REPO / "milestones" / "04_resnet" / "NOTES.md").read_text().split())  # lines joined
+    assert "4 nets x 1,000 steps of 128 (2.56 epochs), --width 8 (8/16/32 filters)" in notes
+    assert "LR 0.01 for 60 steps, then 0.1, /10 at steps 500 and 750" in notes
+
+
 def test_overfits_one_batch_of_real_images(data_root):
     from common import data
     from common.data.augment import normalize
@@ -227,9 +265,13 @@ def test_degradation_smoke_writes_curves_plot_and_numbers(tmp_path, data_root, c
     T.main(["--experiment", "degradation", "--preset", "smoke", "--out-dir", str(tmp_path)])
     run = only_run_dir(tmp_path, "04_resnet")
     assert (run / "training_error.png").stat().st_size > 5000
+    curves = importlib.import_module("milestones.04_resnet.figure6").read_curves(run / "metrics.jsonl")
+    assert {m: [s for s, _ in c["test"]] for m, c in curves.items()} == {m: [4] for m in curves}  # bold curves
+    assert all([s for s, _ in c["train"]] == [2, 4] for c in curves.values())  # thin curves, logged every 2
     summary = read_summary(run)
     errors = summary["train_error"]
     assert set(errors) == {"plain8", "plain14", "resnet8", "resnet14"}
+    assert summary["width"] == 16 and summary["cpu_seconds"] > 0
     assert summary["value"] == pytest.approx(errors["plain14"] - errors["plain8"], abs=1e-4)
     assert summary["residual_gap"] == pytest.approx(errors["resnet14"] - errors["resnet8"], abs=1e-4)
     assert summary["params_per_model"]["plain14"] == summary["params_per_model"]["resnet14"] == 172_506
@@ -241,6 +283,16 @@ def test_degradation_smoke_writes_curves_plot_and_numbers(tmp_path, data_root, c
         state = torch.load(run / f"checkpoint-{name}.pt", weights_only=True)
         assert state["step"] == 4 and state["results"]["test_error"] == summary["test_error"][name]
         M.build(name).load_state_dict(state["model"])  # strict: the keys and shapes of that very net
+
+
+def test_each_net_of_a_degradation_run_depends_on_the_seed_alone(tmp_path, data_root):
+    """So a run split into processes (--models plain20,plain56 and --models resnet20,resnet56) gives the very
+    numbers of the one four-net command."""
+    cards = [T.main(["--experiment", "degradation", "--preset", "smoke", "--models", models, "--out-dir",
+                     str(tmp_path / str(i))]) for i, models in enumerate(["plain8,resnet8", "resnet8,plain8"])]
+    for name in ("plain8", "resnet8"):  # each trained once first, once second
+        assert cards[0]["train_error"][name] == cards[1]["train_error"][name]
+        assert cards[0]["test_error"][name] == cards[1]["test_error"][name]
 
 
 def test_degradation_does_not_import_train():
@@ -258,6 +310,8 @@ def test_degradation_does_not_import_train():
     (["--lr-drops", "0.5,2"], "--lr-drops takes fractions"),
     (["--experiment", "degradation", "--models", "resnet20"], "at least two models"),
     (["--batch-size", "60000"], "larger than the training set"),
+    (["--width", "0"], "--width is the number of filters"),
+    (["--experiment", "degradation", "--width", "0"], "--width is the number of filters"),
 ])
 def test_bad_input_is_a_clear_message(args, message, tmp_path, capsys, data_root):
     with pytest.raises(SystemExit) as e:

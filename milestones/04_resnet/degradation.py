@@ -5,15 +5,18 @@ training set itself, while residual nets of the same depth do not.
 
 Trains each model of --models with the same recipe, one after the other, into one run directory:
     metrics.jsonl          training error (running, over the augmented minibatches) and test error, per model
-    training_error.png     the training-error curves of all models in one plot (the paper's Figure 6, both panels)
+    training_error.png     the paper's Figure 6: plain | residual panels, thin training error, bold test error
     summary.json           final training and test error of every model, and the verdict
     checkpoint-<model>.pt  each trained net
 """
 
+import time
+
+from common.device import seed_everything
 from common.errors import UserError
-from common.plot import line_plot
 from common.session import open_run
 
+from .figure6 import draw, read_curves
 from .recipe import DATASET, MILESTONE, fit, load_data, make_model, parse_drops
 
 
@@ -56,22 +59,24 @@ def run_degradation(cfg, rt, argv) -> dict:
     for name in names:  # bad names fail before any training
         make_model(name, cfg)
     parse_drops(cfg.lr_drops)
+    cpu_start = time.process_time()  # CPU seconds of this process, all threads: the budget on a shared machine
     train, test = load_data(cfg, rt)
     run = open_run(cfg, rt, MILESTONE, "degradation", argv)
     results, cards = {}, {}
     for name in names:
+        seed_everything(cfg.seed)  # a net's init and augmentation depend on --seed alone, not on the nets before it
         sess, curve = fit(cfg, rt, name, train, test, run, one_of_several=True)
         sess.finish()  # checkpoint-<name>.pt
         cards[name] = sess.card()
         results[name] = dict(train_error=tail_mean(curve), test_error=sess.results["test_error"], curve=curve)
         run.log(sess.step_count, "final", epoch=round(sess.epoch, 4), model=name,
                 train_error=results[name]["train_error"], test_error=results[name]["test_error"])
-    series = {name: ([s for s, _ in v["curve"]], [100 * e for _, e in v["curve"]]) for name, v in results.items()}
     plot = None
     if rt.is_main:
-        plot = line_plot(series, run.dir / "training_error.png", xlabel="iteration", ylabel="training error (%)",
-                         title=f"{DATASET}: plain vs residual ({cfg.steps or cfg.epochs} "
-                               f"{'steps' if cfg.steps else 'epochs'}, batch {cfg.batch_size})")
+        plot = draw(read_curves(run.dir / "metrics.jsonl"), run.dir / "training_error.png",
+                    title=f"{DATASET}: plain vs residual ({cfg.steps or cfg.epochs} "
+                          f"{'steps' if cfg.steps else 'epochs'}, batch {cfg.batch_size}, width {cfg.width}, "
+                          f"seed {cfg.seed})")
     said, gaps = verdict(results), depth_gaps(results)
     plain_gap = gaps.get("plain", (None, None, None))[2]
     params = {n: c["params"] for n, c in cards.items()}
@@ -83,6 +88,7 @@ def run_degradation(cfg, rt, argv) -> dict:
         paper_source="He et al. 2015, Figure 6: plain-56 trains worse than plain-20; ResNet-56 better than ResNet-20",
         params=max(params.values()), train_seconds=round(sum(c["train_seconds"] for c in cards.values()), 2),
         examples_per_second=round(sum(rates.values()) / len(rates), 1), steps=sess.step_count,
+        cpu_seconds=round(time.process_time() - cpu_start, 1), width=cfg.width,
         epochs=round(sess.epoch, 3), train_error={n: round(v["train_error"], 4) for n, v in results.items()},
         test_error={n: v["test_error"] for n, v in results.items()}, params_per_model=params,
         examples_per_second_per_model=rates,

@@ -150,12 +150,16 @@ def cifar_blocks_per_stage(depth: int) -> int:
     return (depth - 2) // 6
 
 
-def resnet_cifar(depth: int = 20, shortcut: str = "A", num_classes: int = 10) -> ResNet:
+def resnet_cifar(depth: int = 20, shortcut: str = "A", num_classes: int = 10, width: int = 16) -> ResNet:
     """ResNet-(6n+2) of the paper's Table 6 (shortcut="plain" gives the plain net of the same depth).
-    Feature maps 32x32 / 16x16 / 8x8 with 16 / 32 / 64 filters; stride-2 convs subsample."""
+    Feature maps 32x32 / 16x16 / 8x8 with width / 2 width / 4 width filters (the paper: 16 / 32 / 64; a
+    narrower `width` is ours, for CPU budgets); stride-2 convs subsample."""
     n = cifar_blocks_per_stage(depth)
-    stem = nn.Sequential(conv_bn(3, 16, 3), nn.ReLU(inplace=True))  # the first 3x3 conv layer
-    return ResNet(stem, BasicBlock, 16, (16, 32, 64), (n, n, n), (1, 2, 2), shortcut, num_classes)
+    if width < 1:
+        raise ValueError(f"width (filters of the first stage) must be >= 1, got {width}")
+    stem = nn.Sequential(conv_bn(3, width, 3), nn.ReLU(inplace=True))  # the first 3x3 conv layer
+    return ResNet(stem, BasicBlock, width, (width, 2 * width, 4 * width), (n, n, n), (1, 2, 2), shortcut,
+                  num_classes)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -180,11 +184,11 @@ def resnet_imagenet(depth: int = 50, shortcut: str = "B", num_classes: int = 100
     return ResNet(stem, block, 64, (64, 128, 256, 512), blocks, (1, 2, 2, 2), shortcut, num_classes, **block_kw)
 
 
-def build(name: str, num_classes: int = 10, shortcut: str = "A") -> ResNet:
+def build(name: str, num_classes: int = 10, shortcut: str = "A", width: int = 16) -> ResNet:
     """A CIFAR net by name: 'resnet20', 'resnet110', 'plain56', ... (`shortcut` applies to the resnets)."""
     for prefix, option in (("resnet", shortcut), ("plain", "plain")):
         if name.startswith(prefix) and name[len(prefix):].isdigit():
-            return resnet_cifar(int(name[len(prefix):]), option, num_classes)
+            return resnet_cifar(int(name[len(prefix):]), option, num_classes, width)
     raise ValueError(f"model must be resnet<depth> or plain<depth> with depth = 6n+2 (e.g. resnet20, plain56); "
                      f"got {name!r}")
 

@@ -35,9 +35,11 @@ def parse_drops(text: str) -> list[float]:
 
 
 def make_model(name: str, cfg):
-    """The net called `name` (resnet20, plain56, ...) with --shortcut and --zero-init-residual applied."""
+    """The net called `name` (resnet20, plain56, ...) with --shortcut, --width and --zero-init-residual applied."""
+    if cfg.width < 1:
+        raise UserError(f"--width is the number of filters of the first stage, >= 1 (the paper: 16); got {cfg.width}")
     try:
-        model = build(name, shortcut=cfg.shortcut)
+        model = build(name, shortcut=cfg.shortcut, width=cfg.width)
     except ValueError as e:
         raise UserError(f"--model {name}: {e}") from None
     model.reset_parameters(zero_init_residual=cfg.zero_init_residual)

@@ -1,0 +1,59 @@
+"""The paper's Figure 6 drawn from a degradation run's metrics.jsonl: plain nets on the left, residual nets on
+the right, one colour per depth; thin lines are the running training error, bold lines the test error.
+
+    curves = read_curves(run_dir / "metrics.jsonl")
+    draw(curves, run_dir / "training_error.png", title="...")
+"""
+
+import json
+from pathlib import Path
+
+KINDS = (("plain", "plain"), ("resnet", "ResNet"))  # (name prefix, panel title), left to right as in the paper
+
+
+def read_curves(metrics_path) -> dict:
+    """{model: {"train": [(step, error)], "test": [(step, error)]}} from the rows tagged with a model."""
+    curves = {}
+    for line in Path(metrics_path).read_text().splitlines():
+        row = json.loads(line)
+        if row.get("split") in ("train", "test") and "model" in row and "error" in row:
+            curves.setdefault(row["model"], {"train": [], "test": []})[row["split"]].append(
+                (row["step"], row["error"]))
+    return curves
+
+
+def depth_of(name: str) -> int:
+    return int("".join(c for c in name if c.isdigit()))
+
+
+def draw(curves: dict, path, title: str = "") -> Path:
+    """Two panels (plain | ResNet) of error (%) against iteration; a kind with no nets gets no panel."""
+    kinds = [(prefix, label) for prefix, label in KINDS if any(m.startswith(prefix) for m in curves)]
+    import matplotlib
+    matplotlib.use("Agg")  # no screen needed
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(5.2 * max(1, len(kinds)), 4.2), dpi=120,
+                             sharey=True, squeeze=False)
+    depths = sorted({depth_of(m) for m in curves})
+    colour = {d: plt.get_cmap("tab10")(i) for i, d in enumerate(depths)}  # same depth, same colour
+    for ax, (prefix, label) in zip(axes[0], kinds):
+        for name in sorted((m for m in curves if m.startswith(prefix)), key=depth_of):
+            c, d = curves[name], depth_of(name)
+            if c["train"]:
+                ax.plot(*zip(*[(s, 100 * e) for s, e in c["train"]]), color=colour[d], linewidth=0.8,
+                        label=f"{label}-{d} train")
+            if c["test"]:
+                ax.plot(*zip(*[(s, 100 * e) for s, e in c["test"]]), color=colour[d], linewidth=2.6,
+                        marker="o", markersize=3, label=f"{label}-{d} test")
+        ax.set(title=f"{label} nets", xlabel="iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("error (%)  thin: training, bold: test")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
