@@ -67,8 +67,9 @@ PRESETS = {
                          lr=0.02, weight_decay=0.0),
     "mnist/default": dict(hidden="800", activation="relu", loss="ce", init_range=0.0, epochs=30, batch_size=128,
                           lr=0.05, weight_decay=1e-4),
+    # bf16 where native (auto): on an AVX512-BF16 CPU the same 1.83% in 10 s of training instead of 18 (NOTES.md)
     "mnist/quick": dict(hidden="800", activation="relu", loss="ce", init_range=0.0, epochs=12, batch_size=128,
-                        lr=0.05, weight_decay=1e-4),
+                        lr=0.05, weight_decay=1e-4, precision="auto"),
     "mnist/smoke": dict(hidden="32", activation="relu", loss="ce", init_range=0.0, epochs=1, steps=20,
                         batch_size=64, lr=0.05, ckpt_every=10),
 }
