@@ -21,7 +21,6 @@ Into one run directory:
 import dataclasses
 import importlib
 import os
-import time
 
 import torch
 import torch.nn as nn
@@ -34,6 +33,7 @@ from common.loop import evaluate_lm, optimizer_step
 from common.plot import line_plot
 from common.session import Session, open_run
 
+from .budget import Budget
 from .charlm import gpt_from, lr_factor, make_adamw, tiled, windows
 from .lr import lr_line, lr_record
 
@@ -68,35 +68,6 @@ class Windowed(nn.Module):
 
     def forward(self, x):
         return self.lm(x)[0]  # (B, T, V); the final state is dropped
-
-
-class Budget:
-    """An arm's spending: training seconds (evaluation left out) against --budget-seconds, or steps against
-    the step total (None when the budget alone ends the arm). `done` is the share of the schedule after the
-    warm-up spent, for the cosine."""
-
-    def __init__(self, seconds: float, total: int, warmup: int, device):
-        self.seconds, self.total, self.warmup = seconds, total, warmup
-        self.clock = time.process_time if device.type == "cpu" else time.perf_counter
-        self.used = 0.0  # training seconds on self.clock
-        self.wall = 0.0  # the same in wall seconds
-        self.at_warmup = None  # seconds used when the warm-up ended
-
-    def start(self):
-        self._t, self._w = self.clock(), time.perf_counter()
-
-    def stop(self, steps: int):
-        self.used += self.clock() - self._t
-        self.wall += time.perf_counter() - self._w
-        if steps == self.warmup:
-            self.at_warmup = self.used
-
-    def done(self, step: int) -> float:
-        if not self.seconds:
-            return (step - self.warmup) / max(1, self.total - self.warmup)
-        if self.at_warmup is None:
-            return 0.0
-        return (self.used - self.at_warmup) / max(1e-9, self.seconds - self.at_warmup)
 
 
 def train_arm(cfg, rt, run, name: str, model: nn.Module, read: nn.Module, lr: float, text: torch.Tensor,

@@ -30,6 +30,7 @@ from common.loop import optimizer_step
 from common.session import Session, open_run
 
 from . import data, decode
+from .budget import Budget
 from .lr import lr_line, lr_record
 from .rnn_seq2seq import RNNSearch
 from .seq2seq import Pairs, check_seq2seq, evaluate_nll, rate, transformer_from
@@ -62,22 +63,21 @@ def fit(arm: str, cfg, rt, run, train: Pairs, valid: Pairs, model, opt, sched, c
     scaler = rt.grad_scaler()
     sess.attach(model, opt, sched, scaler, resume=False)
     net = rt.wrap(model, compile=cfg.compile)
-    clock = time.process_time if rt.device.type == "cpu" else time.perf_counter
-    spent, seen = 0.0, 0
+    budget = Budget(cfg.budget_seconds, total, 0, rt.device)
+    seen = 0
     with sess:
         while sess.running:
             epoch, start = sess.position()
             for src, tgt_in, tgt_out, tokens in train.batches(epoch, start):
-                t0 = clock()
+                budget.start()
                 with rt.autocast():
                     logits = net(src, tgt_in)  # (B, T, V)
                 loss = F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=data.PAD,
                                        label_smoothing=cfg.label_smoothing)  # per target token
                 optimizer_step(loss, opt, scaler, clip, model.parameters())
                 sched.step()
-                if rt.device.type == "cuda":
-                    torch.cuda.synchronize()  # the step's wall time, not its launch time
-                spent += clock() - t0
+                budget.stop(sess.step_count + 1)
+                spent = budget.used
                 seen += tokens * rt.world_size
                 sess.step(tokens * rt.world_size, spent=spent)  # the step that spends the budget is the last
                 if sess.due("log"):
@@ -86,7 +86,7 @@ def fit(arm: str, cfg, rt, run, train: Pairs, valid: Pairs, model, opt, sched, c
                     sess.log("valid", **evaluate_nll(net, valid, rt))
                 if not sess.running:
                     break
-    return sess, spent, seen
+    return sess, budget.used, seen
 
 
 def score(arm: str, model, test_ids, references, tok, cfg, rt, run_dir) -> dict:
