@@ -39,6 +39,19 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def keep_sessions(monkeypatch, module) -> list:
+    """Every Session `module` opens from now on, in order (the module's own name for the class is patched)."""
+    sessions = []
+
+    class Kept(module.Session):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            sessions.append(self)
+
+    monkeypatch.setattr(module, "Session", Kept)
+    return sessions
+
+
 def run_cli(*args, env=None, timeout=600, cwd=None) -> subprocess.CompletedProcess:
     """`python -m milestones <args>` in a subprocess (for exit codes and messages exactly as a user sees them)."""
     full_env = {**os.environ, **(env or {})}

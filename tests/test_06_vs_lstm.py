@@ -9,7 +9,7 @@ import torch
 
 from common.device import count_params
 from common.loop import evaluate_lm
-from tests.conftest import only_run_dir, read_metrics, read_summary
+from tests.conftest import keep_sessions, only_run_dir, read_metrics, read_summary
 
 train = importlib.import_module("milestones.06_transformer.train")
 vs = importlib.import_module("milestones.06_transformer.vs_lstm")
@@ -96,14 +96,7 @@ def test_smoke_run_writes_the_plot_and_both_nets_results(smoke_run):
 
 
 def test_a_seconds_budget_stops_each_net_once_spent(tmp_path, data_root, monkeypatch):
-    sessions = []
-
-    class Kept(vs.Session):
-        def __init__(self, *args, **kw):
-            super().__init__(*args, **kw)
-            sessions.append(self)
-
-    monkeypatch.setattr(vs, "Session", Kept)
+    sessions = keep_sessions(monkeypatch, vs)
     train.main(["--experiment", "vs_lstm", "--preset", "smoke", "--steps", "0", "--budget-seconds", "0.3",
                 "--eval-every", "100000", "--out-dir", str(tmp_path)])
     card = read_summary(only_run_dir(tmp_path, "06_transformer"))

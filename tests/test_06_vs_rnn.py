@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import only_run_dir, read_metrics, read_summary
+from tests.conftest import keep_sessions, only_run_dir, read_metrics, read_summary
 
 rnn = importlib.import_module("milestones.06_transformer.rnn_seq2seq")
 data = importlib.import_module("milestones.06_transformer.data")
@@ -131,14 +131,7 @@ def test_the_budget_ends_each_arm(tmp_path, data_root, monkeypatch):
     """With a budget every arm stops at the first step that spends it (here: any step at all), and its progress
     bar counts the budget's seconds, not a step ceiling."""
     vs_rnn = importlib.import_module("milestones.06_transformer.vs_rnn")
-    sessions = []
-
-    class Kept(vs_rnn.Session):
-        def __init__(self, *args, **kw):
-            super().__init__(*args, **kw)
-            sessions.append(self)
-
-    monkeypatch.setattr(vs_rnn, "Session", Kept)
+    sessions = keep_sessions(monkeypatch, vs_rnn)
     train.main(["--experiment", "vs_rnn", "--preset", "smoke", "--steps", "0", "--budget-seconds", "1e-9",
                 "--out-dir", str(tmp_path)])
     card = read_summary(only_run_dir(tmp_path, "06_transformer"))
