@@ -59,11 +59,15 @@ def open_run(cfg, rt, milestone: str, model_name: str, argv=None) -> RunLogger:
     return RunLogger(milestone, model_name, to_dict(cfg), cfg.out_dir, rt, run_dir=run_dir, argv=argv, cfg=cfg)
 
 
+class Diverged(UserError):
+    """The training loss became NaN or infinite (a user error: the recipe's rate; comparisons may record it)."""
+
+
 def check_finite(loss, step: int, hint: str = "lower --lr, or try --precision fp32") -> float:
     """The loss as a float; a clear error (not silent garbage) once it is NaN or infinite."""
     value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
     if not math.isfinite(value):
-        raise UserError(f"loss is {value} at step {step}: training diverged ({hint}); "
+        raise Diverged(f"loss is {value} at step {step}: training diverged ({hint}); "
                         f"the last checkpoint, if any, is unaffected")
     return value
 

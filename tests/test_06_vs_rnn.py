@@ -130,8 +130,7 @@ def test_smoke_run_is_deterministic(smoke_run, tmp_path):
 def test_the_budget_ends_each_arm(tmp_path, data_root, monkeypatch):
     """With a budget every arm stops at the first step that spends it (here: any step at all), and its progress
     bar counts the budget's seconds, not a step ceiling."""
-    vs_rnn = importlib.import_module("milestones.06_transformer.vs_rnn")
-    sessions = keep_sessions(monkeypatch, vs_rnn)
+    sessions = keep_sessions(monkeypatch, importlib.import_module("milestones.06_transformer.seq2seq"))  # fit() opens them
     train.main(["--experiment", "vs_rnn", "--preset", "smoke", "--steps", "0", "--budget-seconds", "1e-9",
                 "--out-dir", str(tmp_path)])
     card = read_summary(only_run_dir(tmp_path, "06_transformer"))

@@ -1,21 +1,31 @@
-"""The translation recipe's pieces, shared by train.py's translate and copy experiments and vs_rnn.py: the
-paper's learning rate (eq. 3), the Transformer from a config, the config's checks, token-count batches held in
-memory, and the validation loss."""
+"""The translation recipe's pieces, shared by train.py's translate and copy experiments, vs_rnn.py and
+ablations.py: the paper's learning rate (eq. 3), the Transformer from a config, the config's checks, token-count
+batches held in memory, the validation loss, and for the comparisons one arm's training and BLEU."""
 
 import math
+import time
 
 import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
+from common.loop import optimizer_step
+from common.session import Session
 
-from . import data
+from . import data, decode
+from .budget import Budget
 from .model import Transformer
 
 
 def rate(step: int, d_model: int, warmup: int) -> float:
     """Eq. 3: lrate = d_model^-0.5 * min(step_num^-0.5, step_num * warmup_steps^-1.5), step_num from 1."""
     return d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+
+
+def rate_without_warmup(step: int, d_model: int, warmup: int) -> float:
+    """Eq. 3 with the ramp removed: its peak rate from the first step, then its step^-0.5 decay (the ablations'
+    "no warm-up" arms: the same rates as eq. 3 after step `warmup`, the peak before it)."""
+    return rate(max(step, warmup), d_model, warmup)
 
 
 def transformer_from(cfg: dict, vocab_size: int, max_len: int) -> Transformer:
@@ -71,3 +81,55 @@ def evaluate_nll(net, split: Pairs, rt) -> dict:
     net.train()
     nll = float(totals[0] / totals[1])
     return {"loss": nll, "perplexity": math.exp(min(nll, 50.0))}
+
+
+def fit(arm: str, cfg, rt, run, train: Pairs, valid: Pairs, model, opt, sched, clip: float,
+        experiment: str):
+    """Train one arm of a comparison (vs_rnn, ablations) into checkpoint-<arm>.pt until its budget (or --steps)
+    is spent; returns (session, training seconds on the clock,
+    real tokens trained on)."""
+    total = cfg.steps or (None if cfg.budget_seconds else cfg.epochs * len(train))
+    sess = Session(cfg, rt, run, total, len(train), checkpoint=run.dir / f"checkpoint-{arm}.pt",
+                   tag={"model": arm}, desc=f"06_transformer {experiment} {arm}", unit="tokens",
+                   budget_seconds=cfg.budget_seconds)
+    scaler = rt.grad_scaler()
+    sess.attach(model, opt, sched, scaler, resume=False)
+    net = rt.wrap(model, compile=cfg.compile)
+    budget = Budget(cfg.budget_seconds, total, 0, rt.device)
+    seen = 0
+    with sess:
+        while sess.running:
+            epoch, start = sess.position()
+            for src, tgt_in, tgt_out, tokens in train.batches(epoch, start):
+                budget.start()
+                with rt.autocast():
+                    logits = net(src, tgt_in)  # (B, T, V)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=data.PAD,
+                                       label_smoothing=cfg.label_smoothing)  # per target token
+                optimizer_step(loss, opt, scaler, clip, model.parameters())
+                sched.step()
+                budget.stop(sess.step_count + 1)
+                spent = budget.used
+                seen += tokens * rt.world_size
+                sess.step(tokens * rt.world_size, spent=spent)  # the step that spends the budget is the last
+                if sess.due("log"):
+                    sess.log("train", loss=loss, lr=sched.get_last_lr()[0], budget_seconds_spent=round(spent, 2))
+                if sess.due("eval"):
+                    sess.log("valid", **evaluate_nll(net, valid, rt))
+                if not sess.running:
+                    break
+    return sess, budget.used, seen
+
+
+def score(arm: str, model, test_ids, references, tok, cfg, rt, run_dir) -> dict:
+    """Beam-search the test sources, detokenise, and compute sacreBLEU (cased; lowercased beside it)."""
+    t0 = time.time()
+    with rt.autocast():
+        hyps = decode.translate(model, test_ids, data.BOS, data.EOS, data.PAD, cfg.beam, cfg.alpha)
+    seconds = time.time() - t0
+    translations = [data.decode_ids(tok, h) for h in hyps]
+    cased, lower = decode.bleu(translations, references), decode.bleu(translations, references, True)
+    if rt.is_main:
+        (run_dir / f"translations-{arm}.txt").write_text("".join(t.replace("\n", " ") + "\n" for t in translations))
+    return dict(bleu=cased["score"], bleu_lowercase=lower["score"], signature=cased["signature"],
+                decode_seconds=round(seconds, 1))

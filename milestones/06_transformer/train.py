@@ -3,6 +3,7 @@
     python -m milestones train 06_transformer --preset quick                        # de->en, BLEU on test2016
     python -m milestones train 06_transformer --experiment copy --preset quick      # seconds: learn to copy
     python -m milestones train 06_transformer --experiment vs_rnn --preset quick    # vs LSTM + attention
+    python -m milestones train 06_transformer --experiment ablations --preset quick # Table 3 at a CPU budget
     python -m milestones train 06_transformer --experiment charlm --preset quick    # GPT on characters
     python -m milestones sample 06_transformer --run DIR --prompt "ROMEO:"          # then write with it
 """
@@ -28,10 +29,11 @@ from .vs_lstm import run_vs_lstm
 from .model import CONFIGS, IMPLS
 from .seq2seq import Pairs, check_seq2seq, evaluate_nll, rate, transformer_from
 from .vs_rnn import run_vs_rnn
+from .ablations import ARMS as ABLATION_ARMS, run_ablations
 
 MILESTONE = "06_transformer"
-SEQ2SEQ = ("translate", "copy", "vs_rnn")  # the experiments that train the encoder-decoder Transformer
-TRANSLATION = ("translate", "vs_rnn")  # ... on a translation corpus, scored with BLEU
+SEQ2SEQ = ("translate", "copy", "vs_rnn", "ablations")  # the experiments that train the encoder-decoder Transformer
+TRANSLATION = ("translate", "vs_rnn", "ablations")  # ... on a translation corpus, scored with BLEU
 GPT_LM = ("charlm", "vs_lstm")  # the experiments that train the character-level GPT
 CORPORA = ("multi30k", "multi30k-hub", "wmt14")
 BASE_BLEU = 27.3  # Table 2: Transformer (base model), WMT 2014 English-German newstest2014
@@ -71,7 +73,10 @@ class Config(TrainConfig):
                        "--ckpt-every steps; the paper averaged 5 for base); 0 = the final weights", only="translate")
     beam: int = arg(4, "beam size for the test translations (1 = greedy)", only=TRANSLATION)
     alpha: float = arg(0.6, "length penalty alpha of the beam search (Wu et al. 2016)", only=TRANSLATION)
-    test_size: int = arg(0, "translate only the first N test sentences (0 = all)", only=TRANSLATION)
+    test_size: int = arg(0, "translate only the first N test sentences (ablations: dev sentences; 0 = all)",
+                         only=TRANSLATION)
+    arms: str = arg(",".join(ABLATION_ARMS), "the ablations to train, comma-separated (ablations.py)",
+                    only="ablations")
     copy_length: int = arg(10, "copy task: sequences of 1 to N symbols", only="copy")
     copy_vocab: int = arg(16, "copy task: symbols 4 .. V-1 (0-3 are the special tokens)", only="copy")
     # the recurrent baseline (vs_rnn.py, rnn_seq2seq.py)
@@ -146,6 +151,21 @@ PRESETS = {
     "vs_rnn/smoke": dict(d_model=32, layers=1, heads=2, d_ff=64, dropout=0.1, vocab_size=300, batch_tokens=1500,
                          steps=6, warmup=4, rnn_embed=16, rnn_hidden=16, eval_every=3, ckpt_every=3, log_every=2,
                          test_size=20, beam=1, threads=1),
+    # Table 3 at a budget (ablations.py): every arm the same steps on the same batches, scored on the dev set. quick:
+    # translate/quick's Transformer for 500 steps (~3 epochs) with vs_rnn's warm-up 150 at the same peak rate,
+    # about 8 CPU minutes an arm; default / paper (not run here): translate/default's model, and the base model
+    # at the paper's warm-up, each at half its translate preset's steps
+    "ablations/paper": dict(PAPER, corpus="multi30k", vocab_size=8000, batch_tokens=8000, steps=3000, average=0,
+                            max_len=0, eval_every=500, ckpt_every=10 ** 6, precision="auto"),
+    "ablations/default": dict(d_model=512, layers=3, heads=8, d_ff=2048, dropout=0.3, vocab_size=8000,
+                              batch_tokens=8000, steps=3000, warmup=2000, lr=1.0, eval_every=500,
+                              ckpt_every=10 ** 6, precision="auto"),
+    "ablations/quick": dict(d_model=256, layers=3, heads=4, d_ff=1024, dropout=0.1, vocab_size=8000,
+                            batch_tokens=6000, steps=500, warmup=150, lr=0.35, eval_every=100, log_every=50,
+                            ckpt_every=10 ** 6, precision="auto", impl="scratch", threads=1),
+    "ablations/smoke": dict(d_model=32, layers=1, heads=2, d_ff=64, dropout=0.1, vocab_size=300, batch_tokens=1500,
+                            steps=6, warmup=4, eval_every=3, ckpt_every=3, log_every=2, test_size=20, beam=1,
+                            threads=1),
     "charlm/paper": BABY_GPT,
     "charlm/default": BABY_GPT,
     # beats nanoGPT's documented CPU run (4 x 128, context 64, batch 12, 2000 iters, dropout 0: val 1.8857) in
@@ -413,7 +433,7 @@ def run_charlm(cfg: Config, rt, argv) -> dict:
 
 
 EXPERIMENTS = {"translate": run_translate, "copy": run_copy, "charlm": run_charlm, "vs_lstm": run_vs_lstm,
-               "vs_rnn": run_vs_rnn}
+               "vs_rnn": run_vs_rnn, "ablations": run_ablations}
 
 
 def main(argv=None, prog="python -m milestones train 06_transformer"):

@@ -19,21 +19,16 @@ Into one run directory:
     checkpoint-<arm>.pt        each trained net; tokenizer.json, the vocabulary both used
 """
 
-import time
-
 import torch
-import torch.nn.functional as F
 
 from common.device import seed_everything
 from common.errors import UserError
-from common.loop import optimizer_step
-from common.session import Session, open_run
+from common.session import open_run
 
 from . import data, decode
-from .budget import Budget
 from .lr import lr_line, lr_record
 from .rnn_seq2seq import RNNSearch
-from .seq2seq import Pairs, check_seq2seq, evaluate_nll, rate, transformer_from
+from .seq2seq import Pairs, check_seq2seq, fit, rate, score, transformer_from
 
 MILESTONE = "06_transformer"
 DATASET = "Multi30k de-en (test_2016_flickr)"
@@ -51,56 +46,6 @@ def build(arm: str, cfg, vocab_size: int, positions: int):
     model = RNNSearch(vocab_size, cfg.rnn_embed, cfg.rnn_hidden, dropout=cfg.dropout, pad_id=data.PAD)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.rnn_lr)
     return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), RNN_CLIP
-
-
-def fit(arm: str, cfg, rt, run, train: Pairs, valid: Pairs, model, opt, sched, clip: float):
-    """Train one arm until its budget (or --steps) is spent; returns (session, training seconds on the clock,
-    real tokens trained on)."""
-    total = cfg.steps or (None if cfg.budget_seconds else cfg.epochs * len(train))
-    sess = Session(cfg, rt, run, total, len(train), checkpoint=run.dir / f"checkpoint-{arm}.pt",
-                   tag={"model": arm}, desc=f"{MILESTONE} vs_rnn {arm}", unit="tokens",
-                   budget_seconds=cfg.budget_seconds)
-    scaler = rt.grad_scaler()
-    sess.attach(model, opt, sched, scaler, resume=False)
-    net = rt.wrap(model, compile=cfg.compile)
-    budget = Budget(cfg.budget_seconds, total, 0, rt.device)
-    seen = 0
-    with sess:
-        while sess.running:
-            epoch, start = sess.position()
-            for src, tgt_in, tgt_out, tokens in train.batches(epoch, start):
-                budget.start()
-                with rt.autocast():
-                    logits = net(src, tgt_in)  # (B, T, V)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=data.PAD,
-                                       label_smoothing=cfg.label_smoothing)  # per target token
-                optimizer_step(loss, opt, scaler, clip, model.parameters())
-                sched.step()
-                budget.stop(sess.step_count + 1)
-                spent = budget.used
-                seen += tokens * rt.world_size
-                sess.step(tokens * rt.world_size, spent=spent)  # the step that spends the budget is the last
-                if sess.due("log"):
-                    sess.log("train", loss=loss, lr=sched.get_last_lr()[0], budget_seconds_spent=round(spent, 2))
-                if sess.due("eval"):
-                    sess.log("valid", **evaluate_nll(net, valid, rt))
-                if not sess.running:
-                    break
-    return sess, budget.used, seen
-
-
-def score(arm: str, model, test_ids, references, tok, cfg, rt, run_dir) -> dict:
-    """Beam-search the test sources, detokenise, and compute sacreBLEU (cased; lowercased beside it)."""
-    t0 = time.time()
-    with rt.autocast():
-        hyps = decode.translate(model, test_ids, data.BOS, data.EOS, data.PAD, cfg.beam, cfg.alpha)
-    seconds = time.time() - t0
-    translations = [data.decode_ids(tok, h) for h in hyps]
-    cased, lower = decode.bleu(translations, references), decode.bleu(translations, references, True)
-    if rt.is_main:
-        (run_dir / f"translations-{arm}.txt").write_text("".join(t.replace("\n", " ") + "\n" for t in translations))
-    return dict(bleu=cased["score"], bleu_lowercase=lower["score"], signature=cased["signature"],
-                decode_seconds=round(seconds, 1))
 
 
 def run_vs_rnn(cfg, rt, argv) -> dict:
@@ -138,7 +83,7 @@ def run_vs_rnn(cfg, rt, argv) -> dict:
         seed_everything(cfg.seed)  # each arm starts from the same RNG state, whichever runs first
         model, opt, sched, clip = build(arm, cfg, tok.get_vocab_size(), positions)
         model.to(rt.device)
-        sess, spent, seen = fit(arm, cfg, rt, run, train, valid, model, opt, sched, clip)
+        sess, spent, seen = fit(arm, cfg, rt, run, train, valid, model, opt, sched, clip, "vs_rnn")
         test = score(arm, model, test_ids, references[:n], tok, cfg, rt, run.dir)
         sess.log("test", bleu=test["bleu"], bleu_lowercase=test["bleu_lowercase"], sentences=n,
                  decode_seconds=test["decode_seconds"])
