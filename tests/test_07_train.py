@@ -242,6 +242,45 @@ def test_fid_without_a_cached_classifier_or_data_is_one_line(tmp_path, capsys, m
     assert not (tmp_path / MID).exists()  # it fails before a run directory is made
 
 
+def test_inception_fid_without_its_weights_fails_before_training(tmp_path, capsys, monkeypatch):
+    evaluate = importlib.import_module("milestones.07_vae_gan_diffusion.evaluate")
+
+    def missing():
+        raise evaluate.UserError(evaluate.INCEPTION_MISSING)
+    monkeypatch.setattr(evaluate, "inception_metric", missing)  # as offline without torchmetrics' weights
+    err = user_error(["--model", "gan", "--preset", "smoke", "--fid-samples", "10", "--inception-fid",
+                      "--out-dir", str(tmp_path)], capsys)
+    assert err == f"error: {evaluate.INCEPTION_MISSING}"
+    assert not (tmp_path / MID).exists()
+    err = user_error(["--model", "gan", "--preset", "smoke", "--inception-fid", "--out-dir", str(tmp_path)], capsys)
+    assert "give --fid-samples > 0" in err
+
+
+def test_inception_fid_scores_the_same_samples_against_real_test_images(tmp_path, data_root, monkeypatch):
+    """With a stand-in for torchmetrics' metric, the run feeds it n real test digits and the n scored samples, as
+    [0, 1] three-channel images, and its value reaches the summary beside the classifier FID."""
+    evaluate = importlib.import_module("milestones.07_vae_gan_diffusion.evaluate")
+    seen = {True: [], False: []}
+
+    class StandIn:
+        def to(self, device):
+            return self
+
+        def update(self, x, real):
+            seen[real].append(x)
+
+        def compute(self):
+            return torch.tensor(float(sum(len(x) for x in seen[True]) + 0.5))
+    monkeypatch.setattr(evaluate, "inception_metric", StandIn)
+    run = smoke(tmp_path, "--model", "gan", "--fid-samples", "16", "--fid-classifier-steps", "20",
+                "--inception-fid")
+    real, fake = torch.cat(seen[True]), torch.cat(seen[False])
+    assert real.shape == fake.shape == (16, 3, 28, 28) and 0 <= float(fake.min()) <= float(fake.max()) <= 1
+    digits = importlib.import_module("common.data").load("mnist", None)["test"][0][:16].float() / 255
+    assert torch.equal(real[:, :1], digits)
+    assert read_summary(run)["inception_fid"] == 16.5
+
+
 def test_simultaneous_step_takes_each_nets_own_gradient_at_the_pre_update_parameters():
     """The release's update (AdversaryCost2): D moves by d_obj's gradient only, G by g_obj's only, both taken before
     either net changes, through one pass of D (one dropout mask)."""

@@ -388,15 +388,20 @@ INCEPTION_MISSING = ("Inception FID needs torchmetrics and its Inception weights
                      "first use downloads them) — not available here")
 
 
+def inception_metric():
+    """torchmetrics' FrechetInceptionDistance (2048-d pool features), or a one-line UserError when torchmetrics or
+    its Inception weights are not there (constructing it loads, or downloads, the weights)."""
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        return FrechetInceptionDistance(feature=2048, normalize=True)
+    except Exception:  # not installed, torch-fidelity missing, or the weights cannot be downloaded
+        raise UserError(INCEPTION_MISSING) from None
+
+
 def inception_fid(real: torch.Tensor, fake: torch.Tensor, batch_size: int = 100) -> float:
     """The published FID (Heusel et al. 2017) through torchmetrics, if it and its weights are available: [0, 1]
     images of any size (grey images are repeated to three channels; torchmetrics resizes to 299x299)."""
-    try:
-        from torchmetrics.image.fid import FrechetInceptionDistance
-        metric = FrechetInceptionDistance(feature=2048, normalize=True)
-    except Exception:  # not installed, torch-fidelity missing, or the weights cannot be downloaded
-        raise UserError(INCEPTION_MISSING) from None
-    metric = metric.to(real.device)
+    metric = inception_metric().to(real.device)
     for images, is_real in ((real, True), (fake, False)):
         for i in range(0, len(images), batch_size):
             x = images[i:i + batch_size].float().clamp(0, 1)

@@ -14,6 +14,7 @@ from torchvision.utils import save_image
 
 from common import data
 from common.config import parse_sizes
+from common.errors import UserError
 from common.logging import progress
 from common.session import Session
 
@@ -156,8 +157,12 @@ def samples_dir(run, arm):
 
 def load_classifier(cfg, rt):
     """The yardstick's classifier, loaded (or trained, once) before training, so a missing one fails now."""
+    if cfg.inception_fid and not cfg.fid_samples:
+        raise UserError("--inception-fid scores the --fid-samples samples: give --fid-samples > 0")
     if not cfg.fid_samples or not rt.is_main:
         return None
+    if cfg.inception_fid:
+        evaluate.inception_metric()  # its weights, now: a missing download fails before training, not after
     return evaluate.load_or_train_classifier(cfg.dataset, cfg.data_dir, rt.device, cfg.fid_classifier_steps or None)
 
 
@@ -169,8 +174,12 @@ def score(cfg, rt, clf, sample_fn, sess) -> dict:
     with seeded(cfg.seed + 1, rt.device):
         x = torch.cat([sample_fn(min(chunk, n - i)) for i in progress(range(0, n, chunk), desc="samples to score",
                                                                       rt=rt, unit="batch")])
-    s = evaluate.score_samples(resize(x, native_shape(cfg.dataset)[1]), cfg.dataset, cfg.data_dir, n, clf, rt.device,
+    x = resize(x, native_shape(cfg.dataset)[1])
+    s = evaluate.score_samples(x, cfg.dataset, cfg.data_dir, n, clf, rt.device,
                                seed=cfg.seed)
     keep = {k: v for k, v in s.items() if k not in ("dataset", "n")}
+    if cfg.inception_fid:  # the published FID beside ours: n samples against the first n real test images
+        real = data.load(cfg.dataset, cfg.data_dir)["test"][0][:s["n"]].float() / 255
+        keep["inception_fid"] = evaluate.inception_fid(real.to(rt.device), x[:s["n"]].to(rt.device))
     sess.log("score", fid_samples=s["n"], **{k: v for k, v in keep.items() if k != "classifier"})
     return dict(fid_samples=s["n"], **keep)

@@ -38,6 +38,8 @@ class Config(TrainConfig):
                        only=("train", "gan_loss", "dcgan_beta1"))
     train_size: int = arg(0, "train on the first N training images only (0 = all; the GAN release used 50,000)")
     fid_samples: int = arg(10000, "samples scored against as many real test images at the end (0 = no scoring)")
+    inception_fid: bool = arg(False, "also the published FID, Inception-v3 features through torchmetrics (needs "
+                              "torchmetrics[image] and its weights: without them, a one-line error before training)")
     fid_classifier_steps: int = arg(0, "train the yardstick's classifier for this many steps instead of its recipe's "
                                     "(for tests; cached under its own name, never taken for the real one)")
     optimizer: str = arg("adam", "adam; adagrad (the VAE paper's); sgd with momentum (the GAN release's)",
