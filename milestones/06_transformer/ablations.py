@@ -35,9 +35,9 @@ from common.errors import UserError
 from common.plot import line_plot
 from common.session import Diverged, open_run
 
-from . import data, decode
+from . import data
 from .lr import lr_line, lr_record
-from .seq2seq import Pairs, check_seq2seq, fit, rate, rate_without_warmup, score, transformer_from
+from .seq2seq import check_seq2seq, comparison_data, fit, rate, rate_without_warmup, score, transformer_from
 
 MILESTONE = "06_transformer"
 DATASET = "Multi30k de-en (val, 1,014 sentences: the development set)"
@@ -93,35 +93,27 @@ def run_ablations(cfg, rt, argv) -> dict:
         raise UserError("the ablations train every arm for the same --steps: give --steps >= 1")
     if cfg.test_size < 0 or cfg.max_len < 0:
         raise UserError("--test-size and --max-len must be >= 0")
-    splits = data.load_multi30k(cfg.data_dir, cfg.vocab_size, cfg.max_len or None)
-    tok = splits["tokenizer"]
-    longest = max(int(splits[s][c][:].max()) for s in ("train", "val", "test") for c in ("src_len", "tgt_len"))
-    positions = longest + decode.EXTRA_LENGTH + 1
-    train = Pairs(splits["train"], cfg.batch_tokens, rt, shuffle=True, seed=cfg.seed)  # every arm: same order
-    valid = Pairs(splits["val"], cfg.batch_tokens, rt, shuffle=False)
-    sources, references = splits["raw"]["val"]
-    n = min(cfg.test_size or len(sources), len(sources))
-    dev_ids = [row["src"] for row in splits["val"].select(range(n))]
+    d = comparison_data(cfg, rt, "val")
     run = open_run(cfg, rt, MILESTONE, "ablations", argv)
     if rt.is_main:
-        data.save_tokenizer(tok, run.dir / "tokenizer.json")
+        data.save_tokenizer(d.tok, run.dir / "tokenizer.json")
         print(f"{lr_line(cfg, lr_record(cfg, schedule=True))}; the no_warmup arms hold that peak from step 1")
 
     results, signature = {}, None
     for arm in arms:
         seed_everything(cfg.seed)  # each arm starts from the same RNG state, whichever runs first
-        arm_cfg, model, opt, sched = build(arm, cfg, tok.get_vocab_size(), positions)
+        arm_cfg, model, opt, sched = build(arm, cfg, d.tok.get_vocab_size(), d.positions)
         model.to(rt.device)
         params = sum(p.numel() for p in model.parameters())
         try:
-            sess, _, _ = fit(arm, arm_cfg, rt, run, train, valid, model, opt, sched, cfg.clip, "ablations")
+            sess, _, _ = fit(arm, arm_cfg, rt, run, d.train, d.valid, model, opt, sched, cfg.clip, "ablations")
         except Diverged as e:  # an arm that blows up is a result, not the end of the experiment
             print(f"{arm}: {e}")
             results[arm] = dict(bleu=0.0, valid_loss=None, valid_perplexity=None, params=params, train_seconds=None,
                                 tokens=None, diverged=True, paper_bleu=ARMS[arm][2])
             continue
-        test = score(arm, model, dev_ids, references[:n], tok, cfg, rt, run.dir)
-        sess.log("dev", bleu=test["bleu"], bleu_lowercase=test["bleu_lowercase"], sentences=n,
+        test = score(arm, model, d.ids, d.references, d.tok, cfg, rt, run.dir)
+        sess.log("dev", bleu=test["bleu"], bleu_lowercase=test["bleu_lowercase"], sentences=d.n,
                  decode_seconds=test["decode_seconds"])
         sess.finish()
         nll = sess.results["valid_loss"]
@@ -139,12 +131,12 @@ def run_ablations(cfg, rt, argv) -> dict:
     per_arm = {f"{key}_{arm}": value for arm, values in results.items() for key, value in values.items()}
     head = "base" if "base" in results else arms[0]
     card = run.summary(
-        model=f"ablations:{','.join(arms)}", dataset=DATASET if n == len(sources) else f"{DATASET}, first {n}",
+        model=f"ablations:{','.join(arms)}", dataset=DATASET if d.complete else f"{DATASET}, first {d.n}",
         metric=f"dev BLEU of {head}", value=results[head]["bleu"],
         paper_value=ARMS[head][2], paper_source=TABLE_3 if ARMS[head][2] else None,
         params=max(r["params"] for r in results.values()),
         train_seconds=round(seconds, 2), examples_per_second=round(tokens / seconds, 1) if seconds else 0.0,
-        steps=cfg.steps * len(arms), bleu_signature=signature, beam=cfg.beam, alpha=cfg.alpha, dev_sentences=n,
+        steps=cfg.steps * len(arms), bleu_signature=signature, beam=cfg.beam, alpha=cfg.alpha, dev_sentences=d.n,
         arms=arms, **per_arm, **lr_record(cfg, schedule=True))
     if rt.is_main:
         print(f"\n{'arm':<16} {'params':>10} {'valid NLL':>9} {'PPL':>7} {'dev BLEU':>8} {'paper':>6}")
@@ -155,6 +147,6 @@ def run_ablations(cfg, rt, argv) -> dict:
                 continue
             print(f"{arm:<16} {r['params']:>10,} {r['valid_loss']:>9.3f} {r['valid_perplexity']:>7.2f} "
                   f"{r['bleu']:>8.2f} {paper:>6}")
-        print(f"dev BLEU on {n} sentences ({signature}), beam {cfg.beam}, {cfg.steps} steps an arm; "
+        print(f"dev BLEU on {d.n} sentences ({signature}), beam {cfg.beam}, {cfg.steps} steps an arm; "
               f"run record: {run.dir}")
     return card

@@ -4,6 +4,7 @@ batches held in memory, the validation loss, and for the comparisons one arm's t
 
 import math
 import time
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +65,22 @@ class Pairs:
             src, tgt_in, tgt_out = data.collate([self.rows[i] for i in idx], data.PAD)
             tokens = int((src != data.PAD).sum() + (tgt_out != data.PAD).sum())  # counted on the CPU: no sync
             yield (*(t.to(self.device, non_blocking=True) for t in (src, tgt_in, tgt_out)), tokens)
+
+
+def comparison_data(cfg, rt, scored: str) -> SimpleNamespace:
+    """Multi30k for a comparison's arms (vs_rnn, ablations): the tokenizer, the training pairs in one shuffled
+    order for every arm, the validation pairs, the positions the decoder may need (the longest sentence + 50
+    tokens), and the first --test-size sentences of the `scored` split as source ids and raw references."""
+    splits = data.load_multi30k(cfg.data_dir, cfg.vocab_size, cfg.max_len or None)
+    longest = max(int(splits[s][c][:].max()) for s in ("train", "val", "test") for c in ("src_len", "tgt_len"))
+    sources, references = splits["raw"][scored]
+    n = min(cfg.test_size or len(sources), len(sources))
+    return SimpleNamespace(
+        tok=splits["tokenizer"], positions=longest + decode.EXTRA_LENGTH + 1,
+        train=Pairs(splits["train"], cfg.batch_tokens, rt, shuffle=True, seed=cfg.seed),
+        valid=Pairs(splits["val"], cfg.batch_tokens, rt, shuffle=False),
+        ids=[row["src"] for row in splits[scored].select(range(n))], references=references[:n], n=n,
+        complete=n == len(sources))
 
 
 @torch.no_grad()

@@ -25,10 +25,10 @@ from common.device import seed_everything
 from common.errors import UserError
 from common.session import open_run
 
-from . import data, decode
+from . import data
 from .lr import lr_line, lr_record
 from .rnn_seq2seq import RNNSearch
-from .seq2seq import Pairs, check_seq2seq, fit, rate, score, transformer_from
+from .seq2seq import check_seq2seq, comparison_data, fit, rate, score, transformer_from
 
 MILESTONE = "06_transformer"
 DATASET = "Multi30k de-en (test_2016_flickr)"
@@ -63,29 +63,21 @@ def run_vs_rnn(cfg, rt, argv) -> dict:
         raise UserError("--budget-seconds, --test-size and --max-len must be >= 0")
     if cfg.budget_seconds and rt.distributed:
         raise UserError("--budget-seconds stops each rank on its own clock: under torchrun use --steps")
-    splits = data.load_multi30k(cfg.data_dir, cfg.vocab_size, cfg.max_len or None)
-    tok = splits["tokenizer"]
-    longest = max(int(splits[s][c][:].max()) for s in ("train", "val", "test") for c in ("src_len", "tgt_len"))
-    positions = longest + decode.EXTRA_LENGTH + 1  # the Transformer may write up to source length + 50 tokens
-    train = Pairs(splits["train"], cfg.batch_tokens, rt, shuffle=True, seed=cfg.seed)  # both arms: same order
-    valid = Pairs(splits["val"], cfg.batch_tokens, rt, shuffle=False)
-    sources, references = splits["raw"]["test"]
-    n = min(cfg.test_size or len(sources), len(sources))
-    test_ids = [row["src"] for row in splits["test"].select(range(n))]
+    d = comparison_data(cfg, rt, "test")
     run = open_run(cfg, rt, MILESTONE, "vs_rnn", argv)
     if rt.is_main:
-        data.save_tokenizer(tok, run.dir / "tokenizer.json")
+        data.save_tokenizer(d.tok, run.dir / "tokenizer.json")
         print(f"{lr_line(cfg, lr_record(cfg, schedule=True))} for the Transformer; the RNN's Adam: constant "
               f"--rnn-lr {cfg.rnn_lr:g}")
 
     arms = {}
     for arm in ARMS:
         seed_everything(cfg.seed)  # each arm starts from the same RNG state, whichever runs first
-        model, opt, sched, clip = build(arm, cfg, tok.get_vocab_size(), positions)
+        model, opt, sched, clip = build(arm, cfg, d.tok.get_vocab_size(), d.positions)
         model.to(rt.device)
-        sess, spent, seen = fit(arm, cfg, rt, run, train, valid, model, opt, sched, clip, "vs_rnn")
-        test = score(arm, model, test_ids, references[:n], tok, cfg, rt, run.dir)
-        sess.log("test", bleu=test["bleu"], bleu_lowercase=test["bleu_lowercase"], sentences=n,
+        sess, spent, seen = fit(arm, cfg, rt, run, d.train, d.valid, model, opt, sched, clip, "vs_rnn")
+        test = score(arm, model, d.ids, d.references, d.tok, cfg, rt, run.dir)
+        sess.log("test", bleu=test["bleu"], bleu_lowercase=test["bleu_lowercase"], sentences=d.n,
                  decode_seconds=test["decode_seconds"])
         sess.finish()  # checkpoint-<arm>.pt, with the results
         card = sess.card()
@@ -103,17 +95,17 @@ def run_vs_rnn(cfg, rt, argv) -> dict:
     gap = arms["transformer"]["bleu"] - arms["rnn"]["bleu"]
     card = run.summary(
         model="vs_rnn:transformer,rnn",
-        dataset=DATASET if n == len(sources) else f"{DATASET}, first {n} test sentences",
+        dataset=DATASET if d.complete else f"{DATASET}, first {d.n} test sentences",
         metric="BLEU, Transformer minus LSTM + attention (equal training budget)", value=round(gap, 2),
         paper_value=None, paper_source=None, params=max(a["params"] for a in arms.values()),
         train_seconds=round(seconds, 2), examples_per_second=round(tokens / seconds, 1) if seconds else 0.0,
         steps=sum(a["steps"] for a in arms.values()), budget_seconds=cfg.budget_seconds, bleu_signature=signature,
-        beam=cfg.beam, alpha=cfg.alpha, test_sentences=n, **per_arm, **lr_record(cfg, schedule=True),
+        beam=cfg.beam, alpha=cfg.alpha, test_sentences=d.n, **per_arm, **lr_record(cfg, schedule=True),
         peak_lr_rnn=cfg.rnn_lr)
     if rt.is_main:
         print(f"\n{'arm':<12} {'params':>10} {'steps':>6} {'budget s':>9} {'tokens/s':>9} {'valid NLL':>9} {'BLEU':>6}")
         for arm, a in arms.items():
             print(f"{arm:<12} {a['params']:>10,} {a['steps']:>6} {a['budget_seconds_spent']:>9.1f} "
                   f"{a['tokens_per_second']:>9,.0f} {a['valid_loss']:>9.3f} {a['bleu']:>6.2f}")
-        print(f"BLEU on {n} test sentences ({signature}), beam {cfg.beam}; run record: {run.dir}")
+        print(f"BLEU on {d.n} test sentences ({signature}), beam {cfg.beam}; run record: {run.dir}")
     return card
