@@ -128,8 +128,9 @@ RECIPES = {
                       eval_every=2000),
         "default": dict(z_dim=100, optimizer="adam", lr=2e-4, beta1=0.5, batch_size=128, width=64, epochs=25,
                         eval_every=2000),
+        # bf16 where native (auto): 361 s of training on an AMX CPU against 1,151 s in fp32 on an AVX2 one (NOTES.md)
         "quick": dict(z_dim=100, optimizer="adam", lr=2e-4, beta1=0.5, batch_size=128, width=32, epochs=8,
-                      eval_every=936, fid_samples=1000),
+                      eval_every=936, fid_samples=1000, precision="auto"),
         "smoke": dict(z_dim=8, optimizer="adam", lr=2e-4, beta1=0.5, batch_size=16, width=4, steps=6,
                       eval_every=3, fid_samples=0, ckpt_every=3),
     },
