@@ -16,6 +16,9 @@ import torch.distributed as dist
 from .errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# torch's own thread count, read before any run sets another: --threads 0 restores it, so a run started in the
+# same process after one with --threads 1 (tests, notebooks) does not silently inherit that run's setting
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -136,8 +139,7 @@ def setup(device: str = "auto", precision: str = "fp32", seed: int = 0, threads:
     """Pick the device, check the precision, seed, and join torchrun's process group if launched by it.
 
     Use as `with setup(...) as rt:` so the process group is left however the run ends."""
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or TORCH_DEFAULT_THREADS)  # a different count sums GEMMs in another order
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))

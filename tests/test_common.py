@@ -291,3 +291,17 @@ def test_mfu_uses_the_datasheet_peak_and_is_none_off_gpu():
     assert mfu(6e9, 10_000, rt) == pytest.approx(6e13 / 312e12)
     assert mfu(6e9, 10_000, FakeA100(device=torch.device("cuda"), precision="fp32")) == pytest.approx(6e13 / 156e12)
     assert mfu(6e9, 10_000, Runtime(device=torch.device("cpu"))) is None
+
+
+def test_threads_zero_restores_torchs_default_after_a_run_that_set_one():
+    """In one process (tests, notebooks) a run with --threads 0 must not inherit an earlier run's --threads 1: a
+    different thread count sums the same GEMMs in another order, and a resumed run would then differ."""
+    from common.device import TORCH_DEFAULT_THREADS
+    before = torch.get_num_threads()
+    try:
+        with setup("cpu", threads=1):
+            assert torch.get_num_threads() == 1
+        with setup("cpu", threads=0):
+            assert torch.get_num_threads() == TORCH_DEFAULT_THREADS
+    finally:
+        torch.set_num_threads(before)
