@@ -5,6 +5,7 @@ One `Runtime` object carries the answers, so a train loop reads
 """
 
 import contextlib
+import ctypes
 import os
 import random
 import sys
@@ -135,11 +136,32 @@ class Runtime:
         self.close()
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse instead of handing it back to the kernel.
+
+    By default glibc serves large blocks (above a threshold that adapts up to 32 MiB) with mmap and unmaps them
+    when freed, and trims the heap's free top: every training step then faults its activations in again, page by
+    page, zeroed by the kernel. Raising both thresholds to their maximum keeps freed blocks in the heap. 40 steps of
+    06's translate quick (variable-shaped token-count batches): 12.2 s of system time in 47.9 CPU seconds before,
+    1.7 s in 39.3 after (06's NOTES). The price: the process keeps its peak memory. True if glibc took it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl): nothing to tune
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 2 ** 31 - 1) and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
+
+
 def setup(device: str = "auto", precision: str = "fp32", seed: int = 0, threads: int = 0) -> Runtime:
     """Pick the device, check the precision, seed, and join torchrun's process group if launched by it.
 
     Use as `with setup(...) as rt:` so the process group is left however the run ends."""
     torch.set_num_threads(threads or TORCH_DEFAULT_THREADS)  # a different count sums GEMMs in another order
+    keep_freed_memory()
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))

@@ -305,3 +305,10 @@ def test_threads_zero_restores_torchs_default_after_a_run_that_set_one():
             assert torch.get_num_threads() == TORCH_DEFAULT_THREADS
     finally:
         torch.set_num_threads(before)
+
+
+def test_setup_keeps_freed_memory_on_glibc():
+    """glibc takes both mallopt settings (the call says so); elsewhere the call is a no-op that says False."""
+    import platform
+    from common.device import keep_freed_memory
+    assert keep_freed_memory() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
