@@ -269,12 +269,10 @@ def test_modern_lenet5_keeps_the_layout_and_counts_its_parameters():
     assert model.c3(h).shape == (5, 16, 10, 10)
 
 
-def test_onecycle_rises_from_a_25th_to_the_peak_then_falls_to_zero():
-    f = train.lr_factor("onecycle", 100, 10)
-    assert f(0) == pytest.approx(1 / 25) and f(25) == pytest.approx(1.0) and f(100) == pytest.approx(0.0)
-    rising, falling = [f(s) for s in range(26)], [f(s) for s in range(25, 101)]
-    assert rising == sorted(rising) and falling == sorted(falling, reverse=True)
-    assert f(25 + 75 // 2) == pytest.approx(0.5, abs=0.03)  # cosine: half way down at the middle of the fall
+def test_onecycle_is_commons_one_cycle():  # its shape is tested in test_common
+    from common.loop import one_cycle
+    f, g = train.lr_factor("onecycle", 100, 10), one_cycle(100)
+    assert [f(s) for s in range(101)] == [g(s) for s in range(101)] and f(25) == 1.0
 
 
 def test_fast_experiment_records_the_race_clock(tmp_path, data_root):

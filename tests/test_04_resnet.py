@@ -232,6 +232,21 @@ def test_degradation_quick_preset_is_the_one_notes_describes():
     assert "LR 0.01 for 60 steps, then 0.1, /10 at steps 500 and 750" in notes
 
 
+def test_fast_preset_is_resnet20_unchanged_with_a_one_cycle_recipe(tmp_path, data_root):
+    """The CIFAR race changes the recipe, never the net: ResNet-20 (option A, width 16: 0.27M parameters as Table
+    6), and the optimiser actually built for it follows one-cycle with Nesterov momentum."""
+    from common.config import parse_config
+    from common.loop import one_cycle
+    cfg = parse_config(T.Config, ["--preset", "fast"], T.PRESETS, experiments=T.EXPERIMENTS)
+    assert (cfg.model, cfg.shortcut, cfg.width, cfg.schedule, cfg.nesterov) == ("resnet20", "A", 16, "onecycle", True)
+    assert (cfg.precision, cfg.channels_last, cfg.augment) == ("auto", True, True)
+    assert sum(p.numel() for p in R.make_model(cfg.model, cfg).parameters()) == 269_722
+    T.main(["--preset", "smoke", "--schedule", "onecycle", "--nesterov", "--lr", "0.2", "--out-dir", str(tmp_path)])
+    state = torch.load(only_run_dir(tmp_path, "04_resnet") / "checkpoint.pt", weights_only=True)
+    group = state["optimizer"]["param_groups"][0]
+    assert group["nesterov"] is True and group["lr"] == pytest.approx(0.2 * one_cycle(6)(6))  # 0 at the end
+
+
 def test_overfits_one_batch_of_real_images(data_root):
     from common import data
     from common.data.augment import normalize
@@ -311,6 +326,7 @@ def test_degradation_does_not_import_train():
     (["--experiment", "degradation", "--models", "resnet20"], "at least two models"),
     (["--batch-size", "60000"], "larger than the training set"),
     (["--width", "0"], "--width is the number of filters"),
+    (["--nesterov", "--momentum", "0"], "--nesterov needs --momentum > 0"),
     (["--experiment", "degradation", "--width", "0"], "--width is the number of filters"),
 ])
 def test_bad_input_is_a_clear_message(args, message, tmp_path, capsys, data_root):

@@ -312,3 +312,13 @@ def test_setup_keeps_freed_memory_on_glibc():
     import platform
     from common.device import keep_freed_memory
     assert keep_freed_memory() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+def test_one_cycle_rises_from_a_25th_to_the_peak_then_falls_to_zero():
+    from common.loop import one_cycle
+    f = one_cycle(100)
+    assert f(0) == pytest.approx(1 / 25) and f(25) == pytest.approx(1.0) and f(100) == pytest.approx(0.0)
+    rising, falling = [f(s) for s in range(26)], [f(s) for s in range(25, 101)]
+    assert rising == sorted(rising) and falling == sorted(falling, reverse=True)
+    assert f(25 + 75 // 2) == pytest.approx(0.5, abs=0.03)  # cosine: half way down at the middle of the fall
+

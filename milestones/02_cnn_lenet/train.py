@@ -22,7 +22,7 @@ from common.config import TrainConfig, arg, parse_sizes, train_command
 from common.device import count_params
 from common.errors import UserError
 from common.logging import seconds_since_start
-from common.loop import evaluate_classifier, optimizer_step
+from common.loop import evaluate_classifier, one_cycle, optimizer_step
 from common.session import Session, open_run
 
 from . import figures, inputs
@@ -163,13 +163,7 @@ def lr_factor(kind: str, total: int, steps_per_epoch: int):
     if kind == "cosine":
         return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
     if kind == "onecycle":  # linear from 1/25 to 1 over the first quarter, then cosine to 0 at the last step
-        up = max(1, total // 4)
-
-        def onecycle(s):
-            if s < up:
-                return (1 + 24 * s / up) / 25
-            return 0.5 * (1 + math.cos(math.pi * min(s - up, total - up) / max(1, total - up)))
-        return onecycle
+        return one_cycle(total)
     return lambda s: 1.0
 
 

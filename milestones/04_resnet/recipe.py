@@ -14,7 +14,7 @@ from common import data
 from common.data.augment import normalize, random_crop, random_hflip
 from common.data.cifar import MEAN, STD
 from common.errors import UserError
-from common.loop import evaluate_classifier, optimizer_step
+from common.loop import evaluate_classifier, one_cycle, optimizer_step
 from common.session import Session
 
 from .model import build
@@ -98,9 +98,13 @@ def fit(cfg, rt, name: str, train, test, run, one_of_several: bool = False) -> t
         return x.contiguous(memory_format=memory_format)
 
     total = cfg.steps or cfg.epochs * len(train)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, parse_drops(cfg.lr_drops),
-                                                             warmup_for(name, cfg)))
+    if cfg.nesterov and cfg.momentum <= 0:
+        raise UserError("--nesterov needs --momentum > 0")
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov)
+    factor = (one_cycle(total) if cfg.schedule == "onecycle"
+              else lr_lambda(total, parse_drops(cfg.lr_drops), warmup_for(name, cfg)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     scaler = rt.grad_scaler()
     own = dict(checkpoint=run.dir / f"checkpoint-{name}.pt", tag={"model": name}) if one_of_several else {}
     sess = Session(cfg, rt, run, total, len(train), desc=f"{MILESTONE} {name}", **own)

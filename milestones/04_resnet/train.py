@@ -35,6 +35,11 @@ class Config(TrainConfig):
                               "paper does not say)")
     lr_drops: str = arg("0.5,0.75", "divide the LR by 10 at these fractions of the run (the paper: 32k and 48k "
                         "of 64k iterations)")
+    schedule: str = arg("paper", "paper: --lr divided by 10 at --lr-drops (after --warmup-steps at lr/10); "
+                        "onecycle (Smith & Topin 2017; not the paper): a quarter of the run up from lr/25, then "
+                        "cosine to 0", choices=("paper", "onecycle"))
+    nesterov: bool = arg(False, "Nesterov's momentum (Sutskever et al. 2013; not the paper) instead of the heavy "
+                         "ball")
     warmup_steps: int = arg(-1, "steps at LR/10 first; -1 = the paper's rule: 400 for 110+ layers, else 0")
     augment: bool = arg(True, "4-pixel zero pad + random 32x32 crop + horizontal flip, on the device")
     zero_init_residual: bool = arg(False, "start every residual branch's last BN gamma at 0 (Goyal et al. 2017; "
@@ -52,6 +57,12 @@ PRESETS = {
     # a 2-core CPU in ~8 minutes: the paper's schedule shape squeezed into 2,400 steps (6 epochs), in bf16
     # autocast where the CPU has it natively (auto: about twice fp32's speed with AVX512-BF16; fp32 on AVX2)
     "quick": dict(steps=2400, batch_size=128, lr=0.1, eval_every=600, precision="auto"),
+    # the CIFAR-10 race (not the paper's recipe): ResNet-20 unchanged, 26 epochs of one-cycle SGD (peak 0.2,
+    # Nesterov, wd 5e-4: the usual short-schedule settings) in bf16 where native, NHWC, both cores; evaluated
+    # once, at the end
+    "fast": dict(epochs=26, batch_size=128, lr=0.2, nesterov=True, weight_decay=5e-4, schedule="onecycle",
+                 precision="auto", channels_last=True, threads=2, eval_every=10 ** 9, log_every=100,
+                 ckpt_every=2000),
     "smoke": dict(model="resnet8", steps=6, batch_size=32, lr=0.05, test_size=256, eval_every=3, log_every=2,
                   ckpt_every=4),
     "degradation/paper": dict(steps=64000, batch_size=128, lr=0.1, eval_every=2000),
