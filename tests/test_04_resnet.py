@@ -347,3 +347,23 @@ def test_bad_depth_from_the_command_line_exits_2_without_a_traceback(tmp_path):
     r = run_cli("train", "04_resnet", "--model", "resnet21", "--out-dir", tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "6n+2" in r.stderr and r.stderr.count("\n") == 1  # one line
+
+
+def test_jpeg_check_reads_a_run_and_measures_each_round_trip(tmp_path, data_root, capsys):
+    """On a smoke run's net and its 256 test images, the error 'as stored' is the run's own final test error (the
+    same net, the same images); re-encoding at quality 95 moves pixels a little, at 10 a lot; bad input is one line."""
+    jpeg = importlib.import_module("milestones.04_resnet.jpeg_check")
+    T.main(["--preset", "smoke", "--out-dir", str(tmp_path)])
+    run = only_run_dir(tmp_path, "04_resnet")
+    out = jpeg.main(["--run", str(run), "--quality", "95,10", "--test-size", "256"])
+    assert out["stored"]["error"] == pytest.approx(read_summary(run)["value"])
+    assert 0 < out["q95"]["pixel_change"] < 3 < out["q10"]["pixel_change"]
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert jpeg.jpeg_roundtrip(x, 95).shape == x.shape and jpeg.jpeg_roundtrip(x, 95).dtype == torch.uint8
+    for flags, says in ((["--quality", "100"], "must be in 1..95"), (["--quality", "x"], "takes integers")):
+        with pytest.raises(SystemExit) as e:
+            jpeg.main(["--run", str(run), *flags])
+        assert e.value.code == 2 and says in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        jpeg.main(["--run", str(tmp_path)])
+    assert "not a run directory" in capsys.readouterr().err
