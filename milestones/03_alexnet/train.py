@@ -78,7 +78,8 @@ _FIG1 = dict(batch_size=128, lr=0.01, weight_decay=0.0, jitter=0.0, crop_padding
 PRESETS = {
     "cifar/paper": _CIFAR_PAPER,
     "cifar/default": _CIFAR_OURS,
-    "cifar/quick": dict(_CIFAR_OURS, width=0.5, epochs=3),
+    # bf16 where native (auto): on an AMX CPU 48.25% vs fp32's 48.59%, 11% more images/s (NOTES.md)
+    "cifar/quick": dict(_CIFAR_OURS, width=0.5, epochs=3, precision="auto"),
     "cifar/smoke": dict(_CIFAR_OURS, width=0.25, epochs=1, steps=4, batch_size=32, train_subset=256,
                         test_subset=500, val_size=500, log_every=2),
     "imagenet/paper": _IMAGENET,
