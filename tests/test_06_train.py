@@ -13,6 +13,7 @@ from tests.conftest import only_run_dir, read_metrics, read_summary
 train = importlib.import_module("milestones.06_transformer.train")
 sample = importlib.import_module("milestones.06_transformer.sample")
 data = importlib.import_module("milestones.06_transformer.data")
+seq2seq = importlib.import_module("milestones.06_transformer.seq2seq")
 FILES = ["train.de.gz", "train.en.gz", "val.de.gz", "val.en.gz", "test_2016_flickr.de.gz", "test_2016_flickr.en.gz"]
 
 
@@ -47,11 +48,11 @@ def user_error(fn, argv, capsys) -> str:
 
 def test_rate_is_the_papers_formula_at_chosen_steps():
     d, w = 512, 4000
-    assert train.rate(1, d, w) == pytest.approx(512 ** -0.5 * 4000 ** -1.5)  # the linear branch
-    assert train.rate(w, d, w) == pytest.approx(1 / math.sqrt(512 * 4000))  # the peak: both branches meet
-    assert train.rate(4 * w, d, w) == pytest.approx(0.5 / math.sqrt(512 * 4000))  # step^-0.5: half at 4 warmup
-    assert train.rate(w // 2, d, w) == pytest.approx(0.5 * train.rate(w, d, w))  # linear before the peak
-    assert max(train.rate(s, d, w) for s in range(1, 3 * w)) == train.rate(w, d, w)
+    assert seq2seq.rate(1, d, w) == pytest.approx(512 ** -0.5 * 4000 ** -1.5)  # the linear branch
+    assert seq2seq.rate(w, d, w) == pytest.approx(1 / math.sqrt(512 * 4000))  # the peak: both branches meet
+    assert seq2seq.rate(4 * w, d, w) == pytest.approx(0.5 / math.sqrt(512 * 4000))  # step^-0.5: half at 4 warmup
+    assert seq2seq.rate(w // 2, d, w) == pytest.approx(0.5 * seq2seq.rate(w, d, w))  # linear before the peak
+    assert max(seq2seq.rate(s, d, w) for s in range(1, 3 * w)) == seq2seq.rate(w, d, w)
 
 
 def test_the_optimizer_steps_follow_the_schedule(translate_run):
@@ -60,7 +61,7 @@ def test_the_optimizer_steps_follow_the_schedule(translate_run):
     rows = [r for r in read_metrics(translate_run) if r["split"] == "train"]
     assert [r["step"] for r in rows] == [2, 4, 6]
     for r in rows:
-        assert r["lr"] == pytest.approx(cfg["lr"] * train.rate(r["step"] + 1, cfg["d_model"], cfg["warmup"]))
+        assert r["lr"] == pytest.approx(cfg["lr"] * seq2seq.rate(r["step"] + 1, cfg["d_model"], cfg["warmup"]))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ def test_every_06_card_says_what_lr_meant_and_the_peak_rate_it_gave(translate_ru
     top of the rate the optimizer actually followed, so two runs' peak_lr compare like with like."""
     cfg = json.loads((translate_run / "config.json").read_text())["config"]
     card = read_summary(translate_run)
-    top = max(cfg["lr"] * train.rate(s, cfg["d_model"], cfg["warmup"]) for s in range(1, 10 * cfg["warmup"]))
+    top = max(cfg["lr"] * seq2seq.rate(s, cfg["d_model"], cfg["warmup"]) for s in range(1, 10 * cfg["warmup"]))
     assert card["lr_means"] == "factor on the paper's schedule (eq. 3)" and card["peak_lr"] == pytest.approx(top)
     card = read_summary(charlm_run)
     logged = max(r["lr"] for r in read_metrics(charlm_run) if r["split"] == "train")

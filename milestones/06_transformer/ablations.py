@@ -28,16 +28,16 @@ import dataclasses
 import json
 import math
 
-import torch
 
-from common.device import seed_everything
+from common.device import count_params, seed_everything
 from common.errors import UserError
 from common.plot import line_plot
 from common.session import Diverged, open_run
 
 from . import data
 from .lr import lr_line, lr_record
-from .seq2seq import check_seq2seq, comparison_data, fit, rate, rate_without_warmup, score, transformer_from
+from .seq2seq import (check_seq2seq, comparison_data, fit, paper_optimizer, rate, rate_without_warmup, score,
+                      transformer_from)
 
 MILESTONE = "06_transformer"
 DATASET = "Multi30k de-en (val, 1,014 sentences: the development set)"
@@ -74,9 +74,7 @@ def build(arm: str, cfg, vocab_size: int, positions: int):
     changes, warmup, _ = ARMS[arm]
     arm_cfg = dataclasses.replace(cfg, **changes)
     model = transformer_from(vars(arm_cfg), vocab_size, positions)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9)  # sec. 5.3
-    schedule = rate if warmup else rate_without_warmup
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s + 1, cfg.d_model, cfg.warmup))
+    opt, sched = paper_optimizer(model, cfg, rate if warmup else rate_without_warmup)  # sec. 5.3, eq. 3
     return arm_cfg, model, opt, sched
 
 
@@ -104,7 +102,7 @@ def run_ablations(cfg, rt, argv) -> dict:
         seed_everything(cfg.seed)  # each arm starts from the same RNG state, whichever runs first
         arm_cfg, model, opt, sched = build(arm, cfg, d.tok.get_vocab_size(), d.positions)
         model.to(rt.device)
-        params = sum(p.numel() for p in model.parameters())
+        params = count_params(model)
         try:
             sess, _, _ = fit(arm, arm_cfg, rt, run, d.train, d.valid, model, opt, sched, cfg.clip, "ablations")
         except Diverged as e:  # an arm that blows up is a result, not the end of the experiment

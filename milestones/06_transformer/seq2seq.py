@@ -29,6 +29,14 @@ def rate_without_warmup(step: int, d_model: int, warmup: int) -> float:
     return rate(max(step, warmup), d_model, warmup)
 
 
+def paper_optimizer(model, cfg, schedule=rate):
+    """(optimiser, scheduler) of sec. 5.3: Adam(0.9, 0.98, 1e-9) at --lr times `schedule` (eq. 3 unless given) of
+    step_num = step + 1."""
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s + 1, cfg.d_model, cfg.warmup))
+    return opt, sched
+
+
 def transformer_from(cfg: dict, vocab_size: int, max_len: int) -> Transformer:
     """The Transformer a run's config describes (dropout as trained; the caller sets eval mode)."""
     return Transformer(vocab_size, cfg["d_model"], cfg["layers"], cfg["heads"], cfg["d_ff"], cfg["dropout"],
@@ -103,8 +111,7 @@ def evaluate_nll(net, split: Pairs, rt) -> dict:
 def fit(arm: str, cfg, rt, run, train: Pairs, valid: Pairs, model, opt, sched, clip: float,
         experiment: str):
     """Train one arm of a comparison (vs_rnn, ablations) into checkpoint-<arm>.pt until its budget (or --steps)
-    is spent; returns (session, training seconds on the clock,
-    real tokens trained on)."""
+    is spent; returns (session, training seconds on the clock, real tokens trained on)."""
     total = cfg.steps or (None if cfg.budget_seconds else cfg.epochs * len(train))
     sess = Session(cfg, rt, run, total, len(train), checkpoint=run.dir / f"checkpoint-{arm}.pt",
                    tag={"model": arm}, desc=f"06_transformer {experiment} {arm}", unit="tokens",

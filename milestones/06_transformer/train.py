@@ -27,7 +27,7 @@ from .lr import lr_line, lr_record
 from .charlm import gpt_from, lr_lambda, make_adamw, tiled, windows
 from .vs_lstm import run_vs_lstm
 from .model import CONFIGS, IMPLS
-from .seq2seq import Pairs, check_seq2seq, evaluate_nll, rate, transformer_from
+from .seq2seq import Pairs, check_seq2seq, evaluate_nll, paper_optimizer, transformer_from
 from .vs_rnn import run_vs_rnn
 from .ablations import ARMS as ABLATION_ARMS, run_ablations
 
@@ -210,8 +210,7 @@ def train_seq2seq(cfg: Config, rt, run, splits: dict, vocab_size: int, max_len: 
     train = Pairs(splits["train"], cfg.batch_tokens, rt, shuffle=True, seed=cfg.seed)
     valid = Pairs(splits["val"], cfg.batch_tokens, rt, shuffle=False)
     model = transformer_from(vars(cfg), vocab_size, max_len).to(rt.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9)  # sec. 5.3
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: rate(s + 1, cfg.d_model, cfg.warmup))
+    opt, sched = paper_optimizer(model, cfg)  # sec. 5.3, eq. 3
     scaler = rt.grad_scaler()
     total = cfg.steps or cfg.epochs * len(train)
     sess = Session(cfg, rt, run, total, len(train), unit="tokens")

@@ -28,7 +28,7 @@ from common.session import open_run
 from . import data
 from .lr import lr_line, lr_record
 from .rnn_seq2seq import RNNSearch
-from .seq2seq import check_seq2seq, comparison_data, fit, rate, score, transformer_from
+from .seq2seq import check_seq2seq, comparison_data, fit, paper_optimizer, score, transformer_from
 
 MILESTONE = "06_transformer"
 DATASET = "Multi30k de-en (test_2016_flickr)"
@@ -40,8 +40,7 @@ def build(arm: str, cfg, vocab_size: int, positions: int):
     """(model, optimiser, schedule, clip) of one arm."""
     if arm == "transformer":
         model = transformer_from(vars(cfg), vocab_size, positions)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9)  # sec. 5.3
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: rate(s + 1, cfg.d_model, cfg.warmup))
+        opt, sched = paper_optimizer(model, cfg)  # sec. 5.3, eq. 3
         return model, opt, sched, cfg.clip
     model = RNNSearch(vocab_size, cfg.rnn_embed, cfg.rnn_hidden, dropout=cfg.dropout, pad_id=data.PAD)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.rnn_lr)
