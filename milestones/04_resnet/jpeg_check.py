@@ -20,9 +20,11 @@ from PIL import Image
 
 from common import data
 from common.checkpoint import load_checkpoint
+from common.device import setup
 from common.data.augment import normalize
 from common.data.cifar import MEAN, STD
 from common.errors import UserError, exit_on_user_error
+from common.loop import evaluate_classifier
 
 from .model import build
 
@@ -37,15 +39,14 @@ def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
-@torch.no_grad()
-def error(net, x: torch.Tensor, y: torch.Tensor) -> float:
-    wrong = sum(int((net(normalize(x[i:i + 1000], MEAN, STD)).argmax(1) != y[i:i + 1000]).sum())
-                for i in range(0, len(x), 1000))
-    return wrong / len(x)
+def error(net, x: torch.Tensor, y: torch.Tensor, rt) -> float:
+    """Test error on uint8 images, evaluated as training evaluated them (common.loop, the run's precision)."""
+    loader = data.TensorLoader(x, y, batch_size=1000, device=rt.device)
+    return evaluate_classifier(net, loader, rt, lambda b: normalize(b.to(rt.device), MEAN, STD))["error"]
 
 
 def load_net(run: Path):
-    """The trained net of a 04 cifar run (its config.json names the model, shortcut and width)."""
+    """(the trained net of a 04 cifar run, its precision): config.json names the model, shortcut and width."""
     record = run / "config.json"
     if not record.is_file():
         raise UserError(f"{run} is not a run directory of 04_resnet (no config.json)")
@@ -55,7 +56,7 @@ def load_net(run: Path):
     c = cfg["config"]
     net = build(c["model"], shortcut=c["shortcut"], width=c["width"])
     net.load_state_dict(load_checkpoint(run)["model"])
-    return net.eval()
+    return net.eval(), c["precision"]
 
 
 def main(argv=None) -> dict:
@@ -74,17 +75,19 @@ def main(argv=None) -> dict:
             raise UserError(f"--quality takes integers, comma-separated; got {args.quality!r}") from None
         if not qualities or not all(1 <= q <= 95 for q in qualities):
             raise UserError(f"--quality values must be in 1..95 (Pillow's range); got {args.quality!r}")
-        net = load_net(Path(args.run))
+        net, precision = load_net(Path(args.run))
         x, y = data.load("cifar10", args.data_dir)["test"]
         if args.test_size:
             x, y = x[:args.test_size], y[:args.test_size]
-        result = {"stored": dict(error=error(net, x, y), pixel_change=0.0)}
-        print(f"as stored: test error {result['stored']['error']:.2%} on {len(x)} images")
-        for q in qualities:
-            z = jpeg_roundtrip(x, q)
-            result[f"q{q}"] = dict(error=error(net, z, y), pixel_change=(z.float() - x.float()).abs().mean().item())
-            print(f"re-encoded at quality {q}: test error {result[f'q{q}']['error']:.2%}, "
-                  f"mean |pixel change| {result[f'q{q}']['pixel_change']:.2f} / 255")
+        with setup("cpu", precision) as rt:
+            result = {"stored": dict(error=error(net, x, y, rt), pixel_change=0.0)}
+            print(f"as stored: test error {result['stored']['error']:.2%} on {len(x)} images ({rt.precision})")
+            for q in qualities:
+                z = jpeg_roundtrip(x, q)
+                result[f"q{q}"] = dict(error=error(net, z, y, rt),
+                                       pixel_change=(z.float() - x.float()).abs().mean().item())
+                print(f"re-encoded at quality {q}: test error {result[f'q{q}']['error']:.2%}, "
+                      f"mean |pixel change| {result[f'q{q}']['pixel_change']:.2f} / 255")
         return result
     return exit_on_user_error(run)
 
