@@ -1,11 +1,10 @@
 """What 07's four training recipes (train_vae.py, train_gan.py, train_ddpm.py) and sample.py share: the images at
-the size a model trains on, the networks of each --model in one ModuleDict, drawing samples and saving grids, the
+the size a model trains on (the networks of each --model are model.py's), drawing samples and saving grids, the
 optimizer, a session per run or per arm, and the yardstick's scoring at the end of a run (evaluate.py).
 """
 
 import contextlib
 import copy
-import math
 
 import torch
 import torch.nn as nn
@@ -13,32 +12,16 @@ import torch.nn.functional as F
 from torchvision.utils import save_image
 
 from common import data
-from common.config import parse_sizes
 from common.errors import UserError
 from common.logging import progress
 from common.session import Session
 
 from . import evaluate
-from .diffusion import Diffusion
-from .gan import DCDiscriminator, DCGenerator, MLPDiscriminator, MLPGenerator
-from .unet import UNet, check_size
-from .vae import VAE
+from .model import image_shape, native_shape
 
 MILESTONE = "07_vae_gan_diffusion"
-MODELS = ("vae", "gan", "dcgan", "ddpm")
 GANS = ("gan", "dcgan")
 GRID = 64  # images in every sample grid (8 x 8)
-
-
-def native_shape(dataset: str) -> tuple[int, int, int]:
-    return (3, 32, 32) if dataset == "cifar10" else (1, 28, 28)
-
-
-def image_shape(cfg) -> tuple[int, int, int]:
-    """(C, H, W) the model sees: the dataset's, or --image-size for DCGAN and DDPM."""
-    c, h, _ = native_shape(cfg.dataset)
-    side = cfg.image_size if cfg.model in ("dcgan", "ddpm") and cfg.image_size else h
-    return c, side, side
 
 
 def resize(x: torch.Tensor, side: int) -> torch.Tensor:
@@ -60,29 +43,6 @@ def load_images(cfg) -> tuple[torch.Tensor, torch.Tensor]:
         x_train = x_train[:cfg.train_size]
     side = image_shape(cfg)[1]
     return resize(x_train, side), resize(x_test, side)
-
-
-def diffusion_of(cfg) -> Diffusion:
-    """The paper's linear schedule (1e-4 to 0.02 over T = 1000), stretched to cfg.timesteps steps."""
-    scale = 1000 / cfg.timesteps
-    return Diffusion(cfg.timesteps, 1e-4 * scale, 0.02 * scale)
-
-
-def build(cfg) -> nn.ModuleDict:
-    """The networks of cfg.model, in one ModuleDict (what checkpoints hold): vae | G, D | unet."""
-    c, side, _ = shape = image_shape(cfg)
-    if cfg.model == "vae":
-        return nn.ModuleDict(dict(vae=VAE(math.prod(shape), parse_sizes(cfg.hidden, "--hidden"), cfg.z_dim,
-                                          cfg.activation)))
-    if cfg.model == "gan":
-        return nn.ModuleDict(dict(G=MLPGenerator(cfg.z_dim, parse_sizes(cfg.hidden, "--hidden"), shape),
-                                  D=MLPDiscriminator(math.prod(shape))))
-    if cfg.model == "dcgan":
-        return nn.ModuleDict(dict(G=DCGenerator(cfg.z_dim, side, c, cfg.width), D=DCDiscriminator(side, c, cfg.width)))
-    mult = parse_sizes(cfg.ch_mult, "--ch-mult")
-    check_size(side, side, len(mult))
-    attn = parse_sizes(cfg.attn, "--attn") if cfg.attn.strip() else []
-    return nn.ModuleDict(dict(unet=UNet(c, cfg.ch, mult, cfg.num_res_blocks, attn, cfg.dropout, side)))
 
 
 def to_unit(cfg, x: torch.Tensor) -> torch.Tensor:

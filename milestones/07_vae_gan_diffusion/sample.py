@@ -19,7 +19,8 @@ from common.device import pick_device
 from common.errors import UserError, exit_on_user_error
 
 from .diffusion import EMA
-from .recipe import MILESTONE, build, diffusion_of, draw, image_shape, judging, save_grid, seeded, to_unit
+from .model import build, diffusion_of, image_shape
+from .recipe import MILESTONE, draw, judging, save_grid, seeded, to_unit
 from .train import Config
 from .vae import manifold_grid
 

@@ -24,7 +24,8 @@ from common.device import seed_everything
 from common.errors import UserError
 from common.session import open_run
 
-from .recipe import GANS, MILESTONE, MODELS, load_classifier
+from .model import MODELS
+from .recipe import GANS, MILESTONE, load_classifier
 from .train_ddpm import train_ddpm
 from .train_gan import train_gan
 from .train_vae import train_vae

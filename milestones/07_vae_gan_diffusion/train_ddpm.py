@@ -11,8 +11,8 @@ from common.data.augment import random_hflip
 from common.loop import optimizer_step
 
 from .diffusion import EMA
-from .recipe import GRID, build, diffusion_of, draw, load_images, make_optimizer, samples_dir, save_grid, score, \
-    seeded, session
+from .model import build, diffusion_of
+from .recipe import GRID, draw, load_images, make_optimizer, samples_dir, save_grid, score, seeded, session
 
 
 def train_ddpm(cfg, rt, run, clf, arm=None):

@@ -10,7 +10,8 @@ from common.errors import UserError
 from common.loop import optimizer_step
 
 from .gan import discriminator_loss, generator_loss
-from .recipe import (GRID, build, draw, judging, load_images, make_optimizer, samples_dir, save_grid, score, seeded,
+from .model import build
+from .recipe import (GRID, draw, judging, load_images, make_optimizer, samples_dir, save_grid, score, seeded,
                      session)
 
 

@@ -11,7 +11,8 @@ from common import data
 from common.logging import progress
 from common.loop import optimizer_step
 
-from .recipe import GRID, build, draw, load_images, make_optimizer, samples_dir, save_grid, score, seeded, session
+from .model import build
+from .recipe import GRID, draw, load_images, make_optimizer, samples_dir, save_grid, score, seeded, session
 from .vae import binarize, elbo, importance_log_likelihood, manifold_grid
 
 
