@@ -166,6 +166,19 @@ def resumed_config(resume: str, cls, milestone: str = None) -> dict:
     return {k: v for k, v in saved.items() if k in names and k not in ("resume",)}
 
 
+def parse_list(text: str, name: str, cast, allowed=None) -> list:
+    """'a,b,c' -> [cast(a), cast(b), cast(c)], each in `allowed` if given; anything else is a UserError
+    naming --name."""
+    try:
+        items = [cast(s.strip()) for s in text.split(",") if s.strip()]
+    except ValueError:
+        items = []
+    if not items or (allowed and any(i not in allowed for i in items)):
+        raise UserError(f"--{name} takes a comma-separated list{' of ' + ', '.join(allowed) if allowed else ''}, "
+                        f"got {text!r}")
+    return items
+
+
 def parse_sizes(text: str, flag: str) -> list[int]:
     """'800' or '500,300' -> [800] or [500, 300]; anything else is a UserError naming the flag."""
     try:

@@ -5,20 +5,23 @@
     groups        the two-GPU split (grouped conv2/4/5) against one GPU, same maps and half the maps
 """
 
+import math
 from dataclasses import replace
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from common import data
 from common.data.augment import normalize
 from common.data.cifar import MEAN, STD
 from common.device import count_params
+from common.config import parse_list
 from common.errors import UserError
 from common.loop import evaluate_classifier, optimizer_step
-from common.plot import line_plot
 from common.session import Session, open_run
 
+from .figures import figure_1
 from .model import CIFAR, FourLayerCNN
 from .recipe import MILESTONE, train_classifier
 
@@ -33,83 +36,121 @@ def _no_resume(cfg):
 # Figure 1: ReLU vs tanh
 # ---------------------------------------------------------------------------------------------------------
 
-def epochs_to_target(cfg, rt, run, activation: str, lr: float, train, train_eval, prepare):
-    """Train a FourLayerCNN until its error on the training images is <= target. (epochs or None, curve, card)"""
-    torch.manual_seed(cfg.seed)
-    model = FourLayerCNN(activation).to(rt.device)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+ACTS = ("relu", "tanh")
+
+
+def init_fig1(net: FourLayerCNN, init: str) -> FourLayerCNN:
+    if init == "modern":
+        net.modern_init()
+    else:  # paper: Section 5's biases; gaussian: the same weights with zero biases in both nets
+        net.paper_init(relu_bias=1.0 if init == "paper" else 0.0)
+    return net
+
+
+def race(cfg, rt, run, lrs: list[float], train, train_eval, prepare) -> tuple[list, list, dict]:
+    """Train one FourLayerCNN per (activation, learning rate), all from the same initial weights and on the
+    same batches, and judge each activation at its fastest rate: its nets stop together the epoch one of them
+    reaches --target-error training error (or at --epochs). All nets share one loop and one optimizer (a
+    parameter group per net), so each batch is drawn once. Returns (arms, curves, card); arms are
+    (activation, lr), curves the training error of each arm after every epoch it trained."""
+    arms = [(act, lr) for act in ACTS for lr in lrs]
+    nets = nn.ModuleList()
+    for act, _ in arms:
+        torch.manual_seed(cfg.seed)  # the same draw for every net: only the activation and the rate differ
+        nets.append(init_fig1(FourLayerCNN(act), cfg.init))
+    nets = nets.to(rt.device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    opt = torch.optim.SGD([dict(params=net.parameters(), lr=lr) for net, (_, lr) in zip(nets, arms)],
+                          lr=lrs[0], momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = rt.grad_scaler()
-    sess = Session(cfg, rt, run, cfg.steps or cfg.epochs * len(train), len(train), tag={"model": activation},
-                   checkpoint=run.dir / f"checkpoint-{activation}.pt", desc=f"figure 1, {activation}")
-    sess.attach(model, opt, None, scaler, resume=False)
-    curve = []  # training error after each epoch
+    sess = Session(cfg, rt, run, cfg.steps or cfg.epochs * len(train), len(train), tag={"model": "race"},
+                   desc=f"figure 1, {len(arms)} nets")
+    sess.attach(nets, opt, None, scaler, resume=False)
+    alive = list(range(len(arms)))  # the arms still training
+    curves = [[] for _ in arms]  # training error after each epoch
     with sess:
-        while sess.running:
+        while sess.running and alive:
             epoch, start = sess.position()
             for x, y in train.batches(epoch, start):
+                x = prepare(x)
                 with rt.autocast():
-                    logits = model(prepare(x))
-                loss = F.cross_entropy(logits.float(), y)
-                optimizer_step(loss, opt, scaler)
+                    losses = torch.stack([F.cross_entropy(nets[i](x).float(), y) for i in alive])  # (arms,)
+                optimizer_step(losses.sum(), opt, scaler)  # the nets share no weights: each gets its own gradient
                 sess.step(len(y))
                 if sess.due("log"):
-                    sess.log("train", loss=loss)
-                if not sess.running:
+                    values = losses.tolist()
+                    for i, loss in zip(list(alive), values):
+                        if not math.isfinite(loss):  # this rate blew up: the others go on without it
+                            alive.remove(i)
+                            print(f"{arms[i][0]} at lr {arms[i][1]:g} diverged at step {sess.step_count}")
+                    finite = [v for v in values if math.isfinite(v)]
+                    if finite:
+                        sess.log("train", loss=sum(finite) / len(finite))
+                if not sess.running or not alive:
                     break
-            curve.append(evaluate_classifier(model, train_eval, rt, prepare)["error"])  # all of it, in eval mode
-            sess.log("train_set", error=curve[-1])
-            if curve[-1] <= cfg.target_error:
-                break
+            for i in alive:  # the whole evaluation set, in eval mode
+                curves[i].append(evaluate_classifier(nets[i], train_eval, rt, prepare)["error"])
+            sess.log("train_set", **{f"error_{arms[i][0]}_lr{arms[i][1]:g}": curves[i][-1] for i in alive})
+            for act in ACTS:  # an activation is done the epoch one of its rates gets there
+                if any(arms[i][0] == act and curves[i][-1] <= cfg.target_error for i in alive):
+                    alive = [i for i in alive if arms[i][0] != act]
     sess.finish()
-    return (len(curve) if curve[-1] <= cfg.target_error else None), curve, sess.card()
+    return arms, curves, sess.card()
 
 
 def relu_vs_tanh(cfg, rt, argv=None) -> dict:
-    """Figure 1: epochs a four-layer CNN needs to reach --target-error training error, ReLU vs tanh"""
+    """Figure 1: epochs a four-layer CNN needs to reach --target-error training error, ReLU vs tanh, each
+    activation at the fastest of the --lrs"""
     _no_resume(cfg)
+    lrs = parse_list(cfg.lrs, "lrs", float) if cfg.lrs else [cfg.lr]
+    if min(lrs) <= 0:
+        raise UserError(f"--lrs must be positive, got {cfg.lrs!r}")
+    if not 0 < cfg.target_error < 1:
+        raise UserError(f"--target-error must be in (0, 1), got {cfg.target_error}")
     x, y = data.load("cifar10", cfg.data_dir)["train"]
     if cfg.train_subset:
         x, y = x[:cfg.train_subset], y[:cfg.train_subset]
     if len(x) < cfg.batch_size:
         raise UserError(f"--train-subset {len(x)} is smaller than one batch ({cfg.batch_size})")
-    if not 0 < cfg.target_error < 1:
-        raise UserError(f"--target-error must be in (0, 1), got {cfg.target_error}")
     x, y = x.to(rt.device), y.to(rt.device)
     train = data.TensorLoader(x, y, batch_size=cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed)
-    train_eval = data.TensorLoader(x, y, batch_size=1000)
+    n_eval = min(cfg.eval_subset or len(x), len(x))
+    train_eval = data.TensorLoader(x[:n_eval], y[:n_eval], batch_size=1000)
 
     def prepare(b):  # no augmentation and no regularisation: Figure 1 measures raw optimisation speed
-        return normalize(b, MEAN, STD)
+        b = normalize(b, MEAN, STD)
+        return b.contiguous(memory_format=torch.channels_last) if cfg.channels_last else b
 
     run = open_run(cfg, rt, MILESTONE, "fig1-4layer-cnn", argv)
-    results, cards = {}, {}
-    for act, lr in (("relu", cfg.lr), ("tanh", cfg.tanh_lr or cfg.lr)):
-        epochs, curve, cards[act] = epochs_to_target(cfg, rt, run, act, lr, train, train_eval, prepare)
-        seconds = cards[act]["train_seconds"]
-        results[act] = dict(epochs=epochs, seconds=round(seconds, 1), lr=lr, curve=[round(c, 4) for c in curve])
-        if rt.is_main:
-            reached = f"reached {cfg.target_error:.0%} in {epochs} epochs" if epochs else \
-                f"did not reach {cfg.target_error:.0%} within {cfg.epochs} epochs"
-            print(f"{act}: {reached} ({seconds:.0f} s); training error per epoch: "
-                  + " ".join(f"{c:.3f}" for c in curve))
+    arms, curves, card = race(cfg, rt, run, lrs, train, train_eval, prepare)
+    results = {}
+    for act in ACTS:  # each activation judged at its own fastest rate (ties: the lower error that epoch)
+        mine = [(c, lr) for (a, lr), c in zip(arms, curves) if a == act]
+        reached = [(len(c), c[-1], lr) for c, lr in mine if c and c[-1] <= cfg.target_error]
+        epochs, _, best = min(reached) if reached else (None, None, min(mine, key=lambda m: m[0][-1])[1])
+        results[act] = dict(epochs=epochs, lr=best, curve=[round(v, 4) for v in dict((lr, c) for c, lr in mine)[best]],
+                            rates={f"{lr:g}": [round(v, 4) for v in c] for c, lr in mine})
     r, t = results["relu"], results["tanh"]
-    ratio = (t["epochs"] or cfg.epochs) / r["epochs"] if r["epochs"] else None
+    ran = max(len(c) for c in curves)
+    ratio = (t["epochs"] or ran) / r["epochs"] if r["epochs"] else None
     if rt.is_main:
-        plot = line_plot({f"{a} (lr {v['lr']:g})": (range(1, len(v["curve"]) + 1), v["curve"])
-                          for a, v in results.items()} |
-                         {f"{cfg.target_error:.0%}": ([1, max(len(r["curve"]), len(t["curve"]))], [cfg.target_error] * 2)},
-                         run.dir / "relu_vs_tanh.png", title="Four-layer CNN on CIFAR-10 (cf. paper Fig. 1)",
-                         xlabel="epoch", ylabel="training error")
+        for act, v in results.items():
+            reached = f"reached {cfg.target_error:.0%} in {v['epochs']} epochs" if v["epochs"] else \
+                f"did not reach {cfg.target_error:.0%} within {ran} epochs"
+            print(f"{act}: {reached} at its fastest rate, lr {v['lr']:g}; per rate, training error per epoch:")
+            for lr, c in v["rates"].items():
+                print(f"  lr {lr}: " + " ".join(f"{e:.3f}" for e in c))
+        plot = figure_1(results, cfg.target_error, run.dir / "relu_vs_tanh.png")
         bound = "" if t["epochs"] else " (tanh never got there: a lower bound)"
-        print(f"epochs to {cfg.target_error:.0%} training error: relu {r['epochs']}, tanh {t['epochs']}; "
-              f"tanh / relu = {ratio if ratio is None else round(ratio, 2)}{bound}  (paper: about 6)")
+        print(f"epochs to {cfg.target_error:.0%} training error: relu {r['epochs']} (lr {r['lr']:g}), "
+              f"tanh {t['epochs']} (lr {t['lr']:g}); tanh / relu = {ratio if ratio is None else round(ratio, 2)}"
+              f"{bound}  (paper: about 6)")
         print(f"curves: {plot}\nrun record: {run.dir}")
     return run.summary(
-        dataset=f"CIFAR-10 (JPEG-q75 mirror), {len(x)} training images",
+        dataset=f"CIFAR-10 (JPEG-q75 mirror), {len(x)} training images, error on {n_eval}",
         metric=f"epochs_to_{cfg.target_error:.0%}_train_error (tanh / relu)", value=ratio, paper_value=6.0,
         paper_source="Krizhevsky et al. 2012, Figure 1: ReLU reaches 25% training error six times faster than tanh",
-        params=count_params(FourLayerCNN()), train_seconds=round(sum(c["train_seconds"] for c in cards.values()), 2),
-        examples_per_second=round(sum(c["examples_per_second"] for c in cards.values()) / 2, 1),  # same cost per example
+        params=count_params(FourLayerCNN()), train_seconds=round(card["train_seconds"], 2),
+        examples_per_second=card["examples_per_second"], nets=len(arms), lrs=lrs, init=cfg.init,
         epochs=cfg.epochs, relu=results["relu"], tanh=results["tanh"], tanh_reached=t["epochs"] is not None,
     )
 

@@ -174,6 +174,27 @@ class FourLayerCNN(nn.Module):
         self.features = nn.Sequential(*layers)  # (B, 3, 32, 32) -> (B, 64, 4, 4)
         self.fc = nn.Linear(c_in * 4 * 4, num_classes)
 
+    @property
+    def layers(self) -> list[nn.Module]:
+        return [m for m in self.features if isinstance(m, nn.Conv2d)] + [self.fc]
+
+    def paper_init(self, std: float = 0.01, relu_bias: float = 1.0) -> None:
+        """Section 5's kind of initialisation: weights ~ N(0, std^2) (the paper's 0.01) in every layer. Biases
+        0 in conv1 and the output layer; in the later hidden layers `relu_bias` for ReLU units (the paper's 1,
+        set "to provide the ReLUs with positive inputs") and 0 for tanh units, for which a constant 1 would do
+        the opposite (start them part-way into saturation; NOTES.md)."""
+        hidden_bias = relu_bias if isinstance(self.features[1], nn.ReLU) else 0.0
+        for i, layer in enumerate(self.layers):
+            nn.init.normal_(layer.weight, 0.0, std)
+            nn.init.constant_(layer.bias, hidden_bias if 0 < i < len(self.layers) - 1 else 0.0)
+
+    def modern_init(self) -> None:
+        """He et al. (2015): std sqrt(2 / fan_in) for ReLU (gain 5/3 for tanh), zero biases."""
+        nonlin = "relu" if isinstance(self.features[1], nn.ReLU) else "tanh"
+        for layer in self.layers:
+            nn.init.kaiming_normal_(layer.weight, nonlinearity=nonlin)
+            nn.init.zeros_(layer.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x).flatten(1))
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from common import data
-from common.config import TrainConfig, arg, train_command
+from common.config import TrainConfig, arg, parse_list, train_command
 from common.data.text import BPTTLoader
 from common.errors import UserError
 from common.loop import evaluate_lm, optimizer_step
@@ -136,17 +136,6 @@ def sized_presets(argv) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 # The adding problem: RNN vs LSTM, error vs sequence length
 # ---------------------------------------------------------------------------------------------------------
-
-def parse_list(text: str, name: str, cast, allowed=None) -> list:
-    try:
-        items = [cast(s.strip()) for s in text.split(",") if s.strip()]
-    except ValueError:
-        items = []
-    if not items or (allowed and any(i not in allowed for i in items)):
-        raise UserError(f"--{name} takes a comma-separated list{' of ' + ', '.join(allowed) if allowed else ''}, "
-                        f"got {text!r}")
-    return items
-
 
 def run_adding(cfg: Config, rt, argv) -> dict:
     """the 1997 long-lag task (generated): Elman RNN vs LSTM, test error vs the minimal lag T"""
