@@ -342,6 +342,13 @@ def test_relu_vs_tanh_stops_an_activation_the_epoch_one_rate_gets_there(tmp_path
     assert card["value"] == 1.0
 
 
+def test_figure_1_crossing_reads_the_epoch_off_the_line_between_evaluations():
+    crossing = importlib.import_module("milestones.03_alexnet.experiments").crossing
+    assert crossing([0.5, 0.3, 0.2], 0.25) == 2.5  # halfway from 30% (epoch 2) to 20% (epoch 3)
+    assert crossing([0.5, 0.26, 0.25], 0.25) == 3.0 and crossing([0.2], 0.25) == 1.0
+    assert crossing([0.5, 0.4], 0.25) is None and crossing([], 0.25) is None
+
+
 def test_figure_1_nets_start_from_the_same_weights_with_the_papers_init():
     torch.manual_seed(0)
     relu = model_mod.FourLayerCNN("relu")
