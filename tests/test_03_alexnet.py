@@ -369,6 +369,18 @@ def test_figure_1_nets_start_from_the_same_weights_with_the_papers_init():
     assert abs(conv2.weight.std().item() - (5 / 3) / (32 * 25) ** 0.5) < 0.01
 
 
+def test_ablations_arms_and_the_train_test_gap(tmp_path, data_root):
+    card = _smoke(tmp_path, "--experiment", "ablations", "--arms", "no-dropout,full", "--train-eval", "100")
+    arms = card["arms"]
+    assert list(arms) == ["full design", "no dropout"]  # the table's order, whatever order they were asked in
+    for a in arms.values():
+        arm = read_summary(Path(a["run_dir"]))
+        assert a["train_error"] == arm["train_set_error"] and 0 <= a["train_error"] <= 1
+        assert a["gap"] == round(a["test_error"] - a["train_error"], 4)
+    overfit = _preset("ablations", "overfit")  # the budget where the full net overfits: a subset, many epochs
+    assert (overfit.train_subset, overfit.train_eval, overfit.arms) == (5000, 5000, "full,no-dropout")
+
+
 def test_groups_trains_each_arm_as_its_own_run(tmp_path, data_root):
     card = _smoke(tmp_path, "--experiment", "groups", "--steps", "1", "--test-subset", "100")
     arms = card["arms"]
@@ -424,6 +436,7 @@ def test_figure_1_paper_preset_is_the_whole_training_set_without_regularisation(
     (["--patience", "0"], "--patience must be at least 1"),
     (["--target-error", "0.5"], "--target-error is for --experiment relu_vs_tanh"),
     (["--init", "gaussian"], "--init gaussian is for --experiment relu_vs_tanh"),
+    (["--experiment", "ablations", "--arms", "full,no-bn"], "--arms takes a comma-separated list of full"),
     (["--experiment", "relu_vs_tanh", "--lrs", "0.1,x"], "--lrs takes a comma-separated list"),
     (["--experiment", "relu_vs_tanh", "--lrs", "0.1,-1"], "--lrs must be positive"),
 ])

@@ -197,12 +197,16 @@ def _compare(cfg, rt, argv, arms: dict, name: str) -> dict:
     rows = {arm: dict(model=c["model"], test_error=c["value"], delta_vs_first=round(c["value"] - ref, 4),
                       params=c["params"], train_seconds=c["train_seconds"], run_dir=c["run_dir"],
                       paper=PAPER_EFFECT.get(arm, "")) for arm, c in cards.items()}
+    for arm, c in cards.items():
+        if "train_set_error" in c:  # --train-eval: how far the test error is above the training error
+            rows[arm].update(train_error=c["train_set_error"], gap=round(c["value"] - c["train_set_error"], 4))
     for arm, row in rows.items():
         run.log(0, "test", arm=arm, **{k: v for k, v in row.items() if k != "paper"})
     if rt.is_main:
         print(f"\n{name} on CIFAR-10 (JPEG-q75 mirror), {cfg.preset} preset:")
         for arm, row in rows.items():
-            print(f"  {arm:<24} test error {row['test_error']:.2%} ({row['delta_vs_first']:+.2%})  "
+            gap = f"  train error {row['train_error']:.2%}, gap {row['gap']:+.2%}" if "gap" in row else ""
+            print(f"  {arm:<24} test error {row['test_error']:.2%} ({row['delta_vs_first']:+.2%}){gap}  "
                   f"{row['params']:>10,} params   paper: {row['paper'] or '-'}")
         print(f"run record: {run.dir}")
     first = next(iter(cards.values()))
@@ -214,10 +218,16 @@ def _compare(cfg, rt, argv, arms: dict, name: str) -> dict:
     )
 
 
+ABLATIONS = {  # --arms name: (the table's name, the change)
+    "full": ("full design", {}), "no-lrn": ("no LRN", dict(lrn=False)),
+    "no-dropout": ("no dropout", dict(dropout=0.0)), "no-overlap": ("no overlapping pooling", dict(overlap=False)),
+}
+
+
 def ablations(cfg, rt, argv=None) -> dict:
     """the CIFAR-10 variant in full and without LRN, without dropout, without overlapping pooling (a run each)"""
-    arms = {"full design": {}, "no LRN": dict(lrn=False), "no dropout": dict(dropout=0.0),
-            "no overlapping pooling": dict(overlap=False)}
+    chosen = parse_list(cfg.arms, "arms", str, allowed=tuple(ABLATIONS)) if cfg.arms else list(ABLATIONS)
+    arms = dict(ABLATIONS[a] for a in ABLATIONS if a in chosen)  # always in the table's order, full first
     return _compare(cfg, rt, argv, arms, "ablations")
 
 

@@ -143,15 +143,23 @@ def train_classifier(cfg, rt, argv=None) -> dict:
                 if not sess.running:
                     break
     test_err = sess.results["test_error"]
+    more = {}
+    if cfg.train_eval and cfg.experiment != "imagenet":  # the training images as the test sees them
+        seen = data.TensorLoader(*(t[:cfg.train_eval] for t in train.tensors), batch_size=500, device=rt.device,
+                                 rank=rt.rank, world_size=rt.world_size)
+        more["train_set_error"] = evaluate_classifier(net, seen, rt, prepare)["error"]
     paper = 0.407 if cfg.experiment == "imagenet" and model_name(cfg) == "alexnet" and cfg.ten_crop else None
     card = sess.summary(
         dataset="ImageNet (ILSVRC-2012 val)" if cfg.experiment == "imagenet" else "CIFAR-10 (JPEG-q75 mirror)",
         metric="top1_error" + ("_10crop" if cfg.ten_crop else ""), value=test_err, paper_value=paper,
         paper_source="Krizhevsky et al. 2012, Table 2: 1 CNN, 40.7% top-1 on ILSVRC-2012 val" if paper else None,
-        run_dir=str(sess.run.dir),
+        run_dir=str(sess.run.dir), **more,
     )
     if rt.is_main:
         save_kernel_grid(model, sess.run.dir / "kernels.png")
+        if more:
+            print(f"error on {min(cfg.train_eval, len(train.tensors[0])):,} training images: "
+                  f"{more['train_set_error']:.2%} (eval mode; test - train = {test_err - more['train_set_error']:+.2%})")
         print(f"{card['model']}: test error {test_err:.2%} on {card['dataset']}; {card['train_seconds']:.0f} s, "
               f"{sess.rate:,.0f} examples/s; run record: {sess.run.dir}")
     return card

@@ -51,6 +51,10 @@ class Config(TrainConfig):
     train_subset: int = arg(0, "train on the first N training images only (0 = all)",
                             only=("cifar", "ablations", "groups", "relu_vs_tanh"))
     test_subset: int = arg(0, "evaluate on the first N test images only (0 = all 10,000)", only=CIFAR_NETS)
+    train_eval: int = arg(0, "after training, the error on the first N training images too, in eval mode (the "
+                          "train/test gap; 0 = skip)", only=CIFAR_NETS)
+    arms: str = arg("", "the arms to train, comma-separated (empty = all): full, no-lrn, no-dropout, no-overlap",
+                    only="ablations")
     target_error: float = arg(0.25, "the training error each net is trained to reach", only="relu_vs_tanh")
     lrs: str = arg("", "learning rates each activation tries, comma-separated; each is judged at its fastest "
                    "(empty: --lr alone)", only="relu_vs_tanh")
@@ -67,9 +71,10 @@ class Config(TrainConfig):
             raise UserError("--patience must be at least 1 and --workers at least 0")
         if not 0 <= self.dropout < 1:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if min(self.jitter, self.crop_padding, self.train_subset, self.test_subset, self.eval_subset) < 0:
-            raise UserError("--jitter, --crop-padding, --train-subset, --test-subset and --eval-subset cannot be "
-                            "negative")
+        if min(self.jitter, self.crop_padding, self.train_subset, self.test_subset, self.eval_subset,
+               self.train_eval) < 0:
+            raise UserError("--jitter, --crop-padding, --train-subset, --test-subset, --eval-subset and "
+                            "--train-eval cannot be negative")
 
 
 _CIFAR = dict(experiment="cifar", batch_size=128, momentum=0.9, weight_decay=5e-4)
@@ -109,6 +114,10 @@ PRESETS = {
     "ablations/paper": _CIFAR_PAPER,
     "ablations/default": _CIFAR_OURS,
     "ablations/quick": dict(_CIFAR_OURS, width=0.5, epochs=2),
+    # where the full net overfits: 5,000 training images for 30 epochs (augmentation on, as in the paper), the
+    # training error measured on all 5,000 after training; the full design against no dropout (NOTES.md)
+    "ablations/overfit": dict(_CIFAR_OURS, width=0.5, epochs=30, train_subset=5000, train_eval=5000,
+                              arms="full,no-dropout", precision="auto"),
     "ablations/smoke": dict(_CIFAR_OURS, width=0.25, epochs=1, steps=2, batch_size=32, train_subset=128,
                             test_subset=200, log_every=1),
 }
