@@ -115,7 +115,8 @@ PRESETS = {
     "ablations/default": _CIFAR_OURS,
     "ablations/quick": dict(_CIFAR_OURS, width=0.5, epochs=2),
     # where the full net overfits: 5,000 training images for 30 epochs (augmentation on, as in the paper), the
-    # training error measured on all 5,000 after training; the full design against no dropout (NOTES.md)
+    # training error measured on all 5,000 after training; the full design against no dropout. Measured (NOTES.md):
+    # gap 3.02 vs 9.06 points, but no dropout still 6.38 points better on test (neither net converged)
     "ablations/overfit": dict(_CIFAR_OURS, width=0.5, epochs=30, train_subset=5000, train_eval=5000,
                               arms="full,no-dropout", precision="auto"),
     "ablations/smoke": dict(_CIFAR_OURS, width=0.25, epochs=1, steps=2, batch_size=32, train_subset=128,
