@@ -122,6 +122,11 @@ def test_two_process_torchrun_with_gloo(tmp_path, data_root):
     (["train", "01_dnn", "--seeds", "3", "--experiment", "mnist"], "--seeds is for --experiment symmetry or xor"),
     (["train", "01_dnn", "--hidden", "ten"], "--hidden takes positive layer sizes"),
     (["train", "01_dnn", "--lr", "-1"], "--lr must be positive"),
+    (["train", "01_dnn", "--experiment", "mnist", "--lrs", "0.1"], "--lrs is for --experiment mnist_1986_vs_modern"),
+    (["train", "01_dnn", "--experiment", "mnist_1986_vs_modern", "--preset", "smoke", "--lrs", "0.1,x"],
+     "--lrs takes a comma-separated list"),
+    (["train", "01_dnn", "--experiment", "mnist_1986_vs_modern", "--preset", "smoke", "--val-size", "0"],
+     "needs --val-size > 0"),
 ])
 def test_bad_input_is_a_clear_message_not_a_traceback(args, message, tmp_path):
     r = run_cli(*args, "--out-dir", tmp_path) if args[0] == "train" and len(args) > 2 else run_cli(*args)
@@ -137,10 +142,29 @@ def test_missing_dataset_files_name_what_to_put_where(tmp_path):
     assert "train-images-idx3-ubyte.gz" in r.stderr and str(tmp_path / "MNIST" / "raw") in r.stderr
 
 
-def test_1986_vs_modern_writes_one_record_per_arm(tmp_path, data_root):
+def test_1986_vs_modern_sweeps_each_arm_and_picks_its_rate_on_validation(tmp_path, data_root):
     cards = dnn_train.main(["--experiment", "mnist_1986_vs_modern", "--preset", "smoke", "--out-dir", str(tmp_path)])
     assert set(cards) == {"1986", "modern"}
     assert cards["1986"]["model"].endswith("sigmoid-mse") and cards["modern"]["model"].endswith("relu-ce")
-    assert len(list((tmp_path / "01_dnn").iterdir())) == 2
-    lrs = {json.loads((d / "config.json").read_text())["config"]["lr"] for d in (tmp_path / "01_dnn").iterdir()}
-    assert sorted(lrs) == pytest.approx([0.01, 0.05])
+    runs = [json.loads((d / "config.json").read_text())["config"] for d in (tmp_path / "01_dnn").iterdir()]
+    assert len(runs) == 4  # two arms x the smoke preset's two rates, a record each
+    assert sorted((r["activation"], r["init_range"], r["lr"]) for r in runs) == [
+        ("relu", 0.0, 0.01), ("relu", 0.0, 0.1), ("sigmoid", 0.3, 0.01), ("sigmoid", 0.3, 0.1)]
+    assert all(r["val_size"] == 500 for r in runs)
+    for card in cards.values():
+        assert [s["lr"] for s in card["sweep"]] == [0.01, 0.1]
+        best = min(card["sweep"], key=lambda s: s["val_error"])
+        assert card["lr"] == best["lr"] and card["value"] == best["test_error"]  # chosen on val, reported on test
+        assert card["val_error"] == best["val_error"] and card["val_size"] == 500
+
+
+def test_1986_vs_modern_records_a_diverged_rate_and_keeps_sweeping(tmp_path, monkeypatch):
+    def run_mnist(cfg, rt, argv):
+        if cfg.lr == 0.1 and cfg.activation == "relu":
+            raise dnn_train.Diverged("loss is nan at step 3")
+        return dict(model=cfg.activation, value=0.5 - cfg.lr, val_error=0.4 - cfg.lr, train_seconds=0.0)
+
+    monkeypatch.setattr(dnn_train, "run_mnist", run_mnist)
+    cards = dnn_train.main(["--experiment", "mnist_1986_vs_modern", "--preset", "smoke", "--out-dir", str(tmp_path)])
+    assert cards["1986"]["lr"] == 0.1 and cards["modern"]["lr"] == 0.01
+    assert cards["modern"]["sweep"][1] == dict(lr=0.1, val_error=None, test_error=None)

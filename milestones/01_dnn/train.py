@@ -15,12 +15,12 @@ from dataclasses import dataclass, replace
 import torch
 
 from common import data
-from common.config import TrainConfig, arg, parse_sizes, train_command
+from common.config import TrainConfig, arg, parse_list, parse_sizes, train_command
 from common.device import mfu
 from common.errors import UserError
 from common.logging import progress
 from common.loop import evaluate_classifier, optimizer_step
-from common.session import Session, open_run
+from common.session import Diverged, Session, open_run
 
 from .model import LOSSES, MLP
 
@@ -42,6 +42,10 @@ class Config(TrainConfig):
     dataset: str = arg("mnist", "mnist or fashion_mnist", choices=("mnist", "fashion_mnist"), only=DIGITS)
     schedule: str = arg("cosine", "learning-rate schedule over the run", choices=("cosine", "constant"), only=DIGITS)
     ckpt_every: int = arg(500, "save checkpoint.pt every N steps (and at the end, with the results)")
+    val_size: int = arg(0, "hold out the last N training images as a validation set, scored beside the test set "
+                           "(0 = train on all 60,000)", only=DIGITS)
+    lrs: str = arg("", "learning rates each arm tries, comma-separated; each arm is judged at the rate with its "
+                       "lowest validation error (empty = --lr, x0.2 for the 1986 arm)", only="mnist_1986_vs_modern")
 
 
 PRESETS = {
@@ -73,16 +77,23 @@ PRESETS = {
     "mnist/smoke": dict(hidden="32", activation="relu", loss="ce", init_range=0.0, epochs=1, steps=20,
                         batch_size=64, lr=0.05, ckpt_every=10),
 }
-for _p in ("modern", "default", "quick", "smoke"):  # the comparison trains the mnist recipe twice
+for _p in ("modern", "default", "quick", "smoke"):  # the comparison trains the mnist recipe once per arm and rate
     PRESETS[f"mnist_1986_vs_modern/{_p}"] = PRESETS[f"mnist/{_p}"]
+# one sweep for both arms (issue 13): every rate a factor of ~3 from the next, 5,000 training images held out to
+# choose each arm's rate, so the test set stays out of the choice
+_SWEEP = dict(lrs="0.003,0.01,0.03,0.1,0.3,1", val_size=5000)
+for _p in ("modern", "default", "quick"):
+    PRESETS[f"mnist_1986_vs_modern/{_p}"] = dict(PRESETS[f"mnist/{_p}"], **_SWEEP)
+PRESETS["mnist_1986_vs_modern/smoke"] = dict(PRESETS["mnist/smoke"], lrs="0.01,0.1", val_size=500)
 # no "mnist_1986_vs_modern/paper": the comparison is ours, no paper ran it (run_eras refuses --preset paper)
 
-# What differs between the two arms of the comparison; everything else (layers, init scheme, optimizer,
-# batch, epochs, schedule) is shared. The logistic + squared-error net gets a 5x smaller learning rate:
-# at the modern rate it drives every output unit into saturation within a few steps and stops learning
-# (the "flat spot" of y(1-y) in eq. 5); 1/5 was the best of the rates we tried (NOTES.md).
-ERAS = {"1986": dict(activation="sigmoid", loss="mse", lr_factor=0.2),
-        "modern": dict(activation="relu", loss="ce", lr_factor=1.0)}
+# What differs between the two arms of the comparison; everything else (layers, optimizer, batch, epochs,
+# schedule, the rates swept) is shared. The 1986 arm starts from the paper's init (uniform in +-0.3), the modern
+# one from He et al.'s. Without --lrs the logistic + squared-error net gets a 5x smaller rate: at the modern
+# rate it drives every output unit into saturation within a few steps and stops learning (the "flat spot" of
+# y(1-y) in eq. 5; NOTES.md).
+ERAS = {"1986": dict(activation="sigmoid", loss="mse", init_range=0.3, lr_factor=0.2),
+        "modern": dict(activation="relu", loss="ce", init_range=0.0, lr_factor=1.0)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -171,6 +182,15 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
     """784-800-10 MLP on real digits (Simard et al. 2003's 1.6%); --activation sigmoid --loss mse is 1986's recipe"""
     splits = data.load(cfg.dataset, cfg.data_dir)
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
+    val = None
+    if cfg.val_size:  # held out from the end of the training set: choosing a rate must not look at the test set
+        if not 0 < cfg.val_size < len(x_train) - cfg.batch_size:
+            raise UserError(f"--val-size must be between 1 and {len(x_train) - cfg.batch_size - 1}, "
+                            f"got {cfg.val_size}")
+        x_train, y_train, (x_val, y_val) = (x_train[:-cfg.val_size], y_train[:-cfg.val_size],
+                                            (x_train[-cfg.val_size:], y_train[-cfg.val_size:]))
+        val = data.TensorLoader(x_val, y_val, batch_size=1000, device=rt.device, rank=rt.rank,
+                                world_size=rt.world_size)
     train = data.TensorLoader(x_train, y_train, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                               device=rt.device, seed=cfg.seed, rank=rt.rank, world_size=rt.world_size)
     test = data.TensorLoader(x_test, y_test, batch_size=1000, device=rt.device, rank=rt.rank,
@@ -203,6 +223,8 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
                 if sess.due("log"):
                     sess.log("train", loss=loss, lr=sched.get_last_lr()[0])
                 if sess.due("eval"):
+                    if val is not None:
+                        sess.log("val", **evaluate_classifier(net, val, rt, prepare))
                     sess.log("test", **evaluate_classifier(net, test, rt, prepare))
                 if not sess.running:
                     break
@@ -212,6 +234,7 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
         dataset=cfg.dataset, metric="test_error", value=test_err, paper_value=paper,
         paper_source="Simard, Steinkraus & Platt 2003 (2-layer MLP, 800 HU, CE)" if paper else None,
         mfu=mfu(6 * sum(l.weight.numel() for l in model.layers), sess.rate, rt),
+        **({"val_error": sess.results["val_error"], "val_size": cfg.val_size} if val is not None else {}),
     )
     if rt.is_main:
         print(f"{name}: test error {test_err:.2%}" + (f" (paper: {paper:.1%})" if paper else "") +
@@ -220,20 +243,43 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
 
 
 def run_eras(cfg: Config, rt, argv) -> dict:
-    """the mnist MLP twice at one budget: 1986's sigmoid + squared error vs ReLU + cross-entropy (two run records)"""
+    """the mnist MLP per arm and rate: 1986's init, sigmoid + squared error vs He init, ReLU + cross-entropy, each
+    arm at its best rate of one sweep (a run record per arm and rate)"""
     if cfg.resume:
         raise UserError("--resume one arm at a time: --experiment mnist --resume RUN_DIR")
     if cfg.preset == "paper":
         raise UserError("the 1986-vs-modern comparison is ours, not a paper's: use --preset modern, default or "
                         "quick (the 1986 recipe alone is --experiment mnist --preset paper)")
+    rates = parse_list(cfg.lrs, "lrs", float) if cfg.lrs else None
+    if rates and (min(rates) <= 0 or not cfg.val_size):
+        raise UserError("--lrs takes positive rates and needs --val-size > 0 (each arm's rate is chosen on the "
+                        f"validation set), got --lrs {cfg.lrs!r} --val-size {cfg.val_size}")
     cards = {}
     for era, arm in ERAS.items():
-        arm_cfg = replace(cfg, experiment="mnist", activation=arm["activation"], loss=arm["loss"],
-                          lr=cfg.lr * arm["lr_factor"])
-        cards[era] = run_mnist(arm_cfg, rt, argv)
+        tried = []
+        for lr in rates or [cfg.lr * arm["lr_factor"]]:
+            arm_cfg = replace(cfg, experiment="mnist", activation=arm["activation"], loss=arm["loss"],
+                              init_range=arm["init_range"], lr=lr)
+            try:
+                card = run_mnist(arm_cfg, rt, argv)
+            except Diverged as e:  # a rate that blows up is one point of the sweep, not the end of it
+                print(f"{era} at lr {lr:g}: {e}")
+                card = dict(value=None, val_error=None, lr=lr, diverged=True)
+            tried.append(dict(card, lr=lr))
+        scored = [c for c in tried if c.get("val_error" if rates else "value") is not None]
+        if not scored:
+            raise UserError(f"every rate of the {era} arm diverged ({cfg.lrs}): try smaller ones")
+        best = min(scored, key=lambda c: c["val_error"] if rates else c["value"])
+        cards[era] = dict(best, sweep=[dict(lr=c["lr"], val_error=c.get("val_error"), test_error=c["value"])
+                                       for c in tried])
     if rt.is_main:
         for era, card in cards.items():
-            print(f"{era:>7}: {card['model']:<32} test error {card['value']:.2%}, {card['train_seconds']:.0f} s")
+            if rates:
+                curve = ", ".join(f"{s['lr']:g}: " + ("diverged" if s["val_error"] is None else f"{s['val_error']:.2%}")
+                                  for s in card["sweep"])
+                print(f"{era:>7}: validation error per rate   {curve}")
+            print(f"{era:>7}: {card['model']:<32} lr {card['lr']:g}, test error {card['value']:.2%}, "
+                  f"{card['train_seconds']:.0f} s")
     return cards
 
 
