@@ -202,6 +202,23 @@ def test_adding_nets_stop_once_solved_each_with_its_own_checkpoint(tmp_path):
     assert [(m["model"], m["T"], m["step"]) for m in tests] == [("lstm", 10, 10), ("lstm", 12, 10)]
 
 
+def test_adding_lr_sweep_trains_every_rate_and_reports_each_model_at_its_best(tmp_path):
+    threads = str(torch.get_num_threads())
+    card = train.main(["--experiment", "adding", "--preset", "smoke", "--models", "rnn,lstm", "--lrs", "1e-3,3e-2",
+                       "--threads", threads, "--out-dir", str(tmp_path)])
+    assert card["lrs"] == [1e-3, 3e-2] and len(card["sweep"]) == 4 and card["steps"] == 4 * 20
+    for kind in ("rnn", "lstm"):
+        runs = [r for r in card["sweep"] if r["model"] == kind]
+        assert [r["lr"] for r in runs] == [1e-3, 3e-2] and runs[0]["mse"] != runs[1]["mse"]
+        (best,) = [r for r in card["results"] if r["model"] == kind]
+        assert best == min(runs, key=lambda r: (r["wrong"], r["sequences"]))
+    run = only_run_dir(tmp_path, "05_lstm")
+    assert {p.name for p in run.glob("checkpoint-*.pt")} == {
+        f"checkpoint-{k}-T10-lr{lr}.pt" for k in ("rnn", "lstm") for lr in ("0.001", "0.03")}
+    assert {(m["model"], m["lr"]) for m in read_metrics(run) if m["split"] == "test"} == {
+        (k, lr) for k in ("rnn", "lstm") for lr in (1e-3, 3e-2)}
+
+
 def test_resume_mid_epoch_is_an_exact_continuation(tmp_path, data_root, monkeypatch):
     monkeypatch.setenv("MILESTONES_DATA", str(data_root))
     common = ["--experiment", "ptb", "--preset", "smoke", "--dropout", "0.3"]  # dropout: the RNG must resume too
@@ -219,6 +236,7 @@ def test_resume_mid_epoch_is_an_exact_continuation(tmp_path, data_root, monkeypa
     (["--experiment", "ptb", "--forget-gate", "false"], "--impl scratch"),
     (["--experiment", "adding", "--lengths", "5"], "at least 10"),
     (["--experiment", "adding", "--models", "gru"], "--models"),
+    (["--experiment", "adding", "--lrs", "0.01,-1"], "--lrs takes positive learning rates"),
     (["--experiment", "ptb", "--dropout", "1.5"], "--dropout"),
 ])
 def test_bad_input_exits_2_with_a_message(args, message, tmp_path, capsys):

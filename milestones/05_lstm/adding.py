@@ -72,9 +72,10 @@ def build(cfg, kind: str) -> SequenceRegressor:
     return model
 
 
-def train_one(cfg, kind: str, T: int, rt, run, make_optimizer) -> dict:
+def train_one(cfg, kind: str, T: int, rt, run, make_optimizer, sweep: bool = False) -> dict:
     """Train one net on length-T sequences until it solves the task or cfg.steps run out. Each net has its own
-    Session in the shared run directory: checkpoint-<kind>-T<T>.pt, metrics rows tagged with model and T."""
+    Session in the shared run directory: checkpoint-<kind>-T<T>.pt, metrics rows tagged with model and T (and,
+    in a learning-rate sweep, the rate: checkpoint-<kind>-T<T>-lr<lr>.pt, rows tagged with lr)."""
     torch.manual_seed(cfg.seed)
     model = build(cfg, kind).to(rt.device)
     net = rt.wrap(model, compile=cfg.compile)
@@ -84,8 +85,9 @@ def train_one(cfg, kind: str, T: int, rt, run, make_optimizer) -> dict:
     test = [adding_batch(256, T, test_gen) for _ in range(TEST_SEQUENCES // 256)]
     gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
     # fresh sequences every step, no epochs: the whole budget counts as one (--eval-every 0 = only at the end)
-    sess = Session(cfg, rt, run, cfg.steps, cfg.steps, checkpoint=run.dir / f"checkpoint-{kind}-T{T}.pt",
-                   tag={"model": kind, "T": T}, desc=f"adding T={T} {kind}", echo=False)
+    name, tag = f"{kind}-T{T}" + (f"-lr{cfg.lr:g}" if sweep else ""), {"model": kind, "T": T}
+    sess = Session(cfg, rt, run, cfg.steps, cfg.steps, checkpoint=run.dir / f"checkpoint-{name}.pt",
+                   tag=dict(tag, lr=cfg.lr) if sweep else tag, desc=f"adding {name}", echo=False)
     sess.attach(model, opt, scaler=scaler, resume=False)
     recent = torch.zeros(0, device=rt.device)  # squared errors of the latest <= RECENT training sequences
     paper_stop = None  # sequences seen when the paper's stop rule was first met
@@ -110,7 +112,7 @@ def train_one(cfg, kind: str, T: int, rt, run, make_optimizer) -> dict:
                     break  # solved: stop early
     sess.finish()
     error = sess.results["test_error"]
-    return dict(model=kind, T=T, error=error, mse=sess.results["test_mse"], solved=error <= cfg.solved_error,
+    return dict(model=kind, T=T, lr=cfg.lr, error=error, mse=sess.results["test_mse"], solved=error <= cfg.solved_error,
                 wrong=round(error * TEST_SEQUENCES), paper_stop_sequences=paper_stop,
                 steps=sess.step_count, sequences=sess.step_count * cfg.batch_size,
                 seconds=round(sess.train_seconds, 2), params=sum(p.numel() for p in model.parameters()))

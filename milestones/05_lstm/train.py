@@ -9,7 +9,7 @@
 import argparse
 import math
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +66,8 @@ class Config(TrainConfig):
     models: str = arg("rnn,lstm", "recurrent layers to compare, comma-separated: rnn (Elman), lstm (with a forget "
                       "gate unless --forget-gate false), lstm1997 (no forget gate, scratch cell)", only="adding")
     solved_error: float = arg(0.01, "stop once this fraction of test sequences or fewer is wrong", only="adding")
+    lrs: str = arg("", "learning rates every model tries at every T, comma-separated; each is reported at its best "
+                   "rate (fewest wrong, then fewest sequences; empty = --lr only)", only="adding")
 
 
 ZAREMBA = {  # Zaremba, Sutskever & Vinyals 2014, section 4.1, and the configurations of their released code
@@ -143,6 +145,9 @@ def run_adding(cfg: Config, rt, argv) -> dict:
         raise UserError("--resume is for the language models; the adding runs take minutes from scratch")
     lengths = parse_list(cfg.lengths, "lengths", int)
     kinds = parse_list(cfg.models, "models", str, allowed=("rnn", "lstm", "lstm1997"))
+    rates = parse_list(cfg.lrs, "lrs", float) if cfg.lrs else [cfg.lr]
+    if min(rates) <= 0:
+        raise UserError(f"--lrs takes positive learning rates, got {cfg.lrs!r}")
     if cfg.impl == "torch" and not cfg.forget_gate and "lstm" in kinds:
         raise UserError("nn.LSTM always has a forget gate: the 1997 cell (--forget-gate false) needs --impl scratch "
                         "(or --models lstm1997)")
@@ -157,35 +162,42 @@ def run_adding(cfg: Config, rt, argv) -> dict:
                            forget_biases=sorted({1.0, cfg.forget_bias if cfg.forget_bias is not None else 1.0}))
     for k in (1, 10, 50, 100, 199):
         run.log(k, "init", lag=k, **{name: v[k] for name, v in curves.items()})
-    results = []
+    results, tried = [], []
     for T in lengths:
         for kind in kinds:
-            r = train_one(cfg, kind, T, rt, run, make_optimizer)  # one net, its Session, checkpoint-<kind>-T<T>.pt
-            results.append(r)
-            if rt.is_main:
-                stop = r["paper_stop_sequences"]
-                print(f"T={T:<5} {kind:<8}: {r['error']:6.1%} of test sequences wrong ({r['wrong']} of "
-                      f"{TEST_SEQUENCES}), test MSE {r['mse']:.5f}, {'solved' if r['solved'] else 'NOT solved'} "
-                      f"after {r['sequences']:,} sequences; the paper's stop rule "
-                      f"{f'met after {stop:,}' if stop else 'not met'} ({r['seconds']:.0f} s)")
+            runs = []
+            for lr in rates:  # one net per rate, its Session, checkpoint-<kind>-T<T>[-lr<lr>].pt
+                r = train_one(replace(cfg, lr=lr), kind, T, rt, run, make_optimizer, sweep=len(rates) > 1)
+                runs.append(r)
+                if rt.is_main:
+                    stop = r["paper_stop_sequences"]
+                    print(f"T={T:<5} {kind:<8} lr {lr:<7g}: {r['error']:6.1%} of test sequences wrong ({r['wrong']} "
+                          f"of {TEST_SEQUENCES}), test MSE {r['mse']:.5f}, "
+                          f"{'solved' if r['solved'] else 'NOT solved'} after {r['sequences']:,} sequences; the "
+                          f"paper's stop rule {f'met after {stop:,}' if stop else 'not met'} ({r['seconds']:.0f} s)")
+            results.append(min(runs, key=lambda r: (r["wrong"], r["sequences"])))  # the model at its best rate
+            tried += runs
     line_plot({k: (lengths, [r["error"] for r in results if r["model"] == k]) for k in kinds},
               run.dir / "error_vs_length.png", title="Adding problem: test error vs minimal length T",
               xlabel="T", ylabel="fraction of test sequences wrong (|err| >= 0.04)")
     last = [r for r in results if r["T"] == max(lengths)]
     head = next((r for r in last if r["model"] == "lstm"), last[-1])
     paper = 1 / 2560 if max(lengths) == 100 and head["model"] == "lstm" else None
-    seconds = sum(r["seconds"] for r in results)
+    seconds = sum(r["seconds"] for r in tried)
     card = run.summary(
         model=f"adding-{head['model']}-{cfg.hidden}", dataset="adding problem (generated)",
         metric=f"test_error at T={max(lengths)}", value=head["error"], paper_value=paper,
         paper_source="Hochreiter & Schmidhuber 1997, Table 7: 1 of 2560 test sequences wrong at T=100"
         if paper else None, params=head["params"], train_seconds=round(seconds, 1),
-        examples_per_second=round(sum(r["sequences"] for r in results) / max(seconds, 1e-6), 1),
-        steps=sum(r["steps"] for r in results), results=results)
+        examples_per_second=round(sum(r["sequences"] for r in tried) / max(seconds, 1e-6), 1),
+        steps=sum(r["steps"] for r in tried), results=results, lrs=rates,
+        **({"sweep": tried} if len(rates) > 1 else {}))
     if rt.is_main:
-        print("\n   T  " + "".join(f"{k + ' wrong':>18}" for k in kinds) + f"   (of {TEST_SEQUENCES} test sequences)")
+        best = " at its best rate" if len(rates) > 1 else ""
+        print("\n   T  " + "".join(f"{k + ' wrong':>27}" for k in kinds) + f"   (of {TEST_SEQUENCES} test sequences{best})")
         for T in lengths:
-            print(f"{T:>5} " + "".join(f"{r['error']:>10.1%} ({r['wrong']:>4})" for r in results if r["T"] == T))
+            print(f"{T:>5} " + "".join(f"{r['error']:>10.1%} ({r['wrong']:>4}) lr {r['lr']:<6g}"
+                                       for r in results if r["T"] == T))
         print(f"run record and plots (error_vs_length.png, grad_norm_vs_lag.png): {run.dir}")
     return card
 
