@@ -182,8 +182,8 @@ def parse_list(text: str, name: str, cast, allowed=None) -> list:
 def parse_sizes(text: str, flag: str) -> list[int]:
     """'800' or '500,300' -> [800] or [500, 300]; anything else is a UserError naming the flag."""
     try:
-        sizes = [int(h) for h in text.split(",") if h.strip()]
-    except ValueError:
+        sizes = parse_list(text, flag.lstrip("-"), int)
+    except UserError:
         sizes = []
     if not sizes or min(sizes) < 1:
         raise UserError(f"{flag} takes positive layer sizes separated by commas (e.g. 800 or 500,300), got {text!r}")

@@ -5,10 +5,7 @@ from pathlib import Path
 
 def line_plot(series: dict, path, title: str = "", xlabel: str = "", ylabel: str = "", logy: bool = False) -> Path:
     """series: {label: (xs, ys)}. Writes a PNG and returns its path."""
-    import matplotlib
-    matplotlib.use("Agg")  # no screen needed
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for label, (xs, ys) in series.items():
         ax.plot(list(xs), list(ys), label=label, linewidth=1.6)
@@ -19,33 +16,31 @@ def line_plot(series: dict, path, title: str = "", xlabel: str = "", ylabel: str
     if len(series) > 1:
         ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: figures are written to files, no screen needed."""
     import matplotlib
     matplotlib.use("Agg")  # no screen needed
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(fig, path) -> Path:
+def save(fig, path) -> Path:
+    """Write `fig` as a PNG at `path` (its folder made if missing), free its memory, return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     fig.clf()
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def overlay_plot(series: dict, path, title: str = "", xlabel: str = "", ylabel: str = "") -> Path:
     """Many labelled curves {label: (xs, ys)} on one axis, the legend below it (it grows with the lines, so
     long labels never cover the curves). Writes a PNG and returns its path."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
     for label, (xs, ys) in series.items():
         ax.plot(list(xs), list(ys), label=label, linewidth=1.4, marker="." if len(xs) < 30 else None)
@@ -53,14 +48,14 @@ def overlay_plot(series: dict, path, title: str = "", xlabel: str = "", ylabel: 
     ax.grid(alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, frameon=False,
               ncol=1 if max(map(len, series)) > 45 else 2)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def labelled_scatter(panels: list, path, title: str = "", xlabel: str = "") -> Path:
     """Side-by-side panels of labelled points on a log y axis. panels: [(ylabel, {series: [(x, y, text), ...]})];
     each series gets one marker style, each point its text (moved up or down until it covers no other label).
     Writes a PNG and returns its path."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.5), dpi=120, squeeze=False)
     markers = ["o", "s", "^", "D", "v"]
     for ax, (ylabel, groups) in zip(axes[0], panels):
@@ -82,7 +77,7 @@ def labelled_scatter(panels: list, path, title: str = "", xlabel: str = "") -> P
     fig.tight_layout()
     for ax, (_, groups) in zip(axes[0], panels):
         _place_labels(ax, groups)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _place_labels(ax, groups: dict, fontsize: float = 7) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from common.plot import pyplot, save
+
 from .model import first_layer_kernels
 
 
@@ -52,11 +54,7 @@ def save_kernel_grid(model, path, groups: int = None) -> Path:
 def figure_1(results: dict, target: float, path) -> Path:
     """results: {activation: {"lr": fastest rate, "rates": {lr: [training error after each epoch]}}}. Every
     rate is drawn; each activation's fastest is bold, the rest thin; the target error is a grey line."""
-    import matplotlib
-    matplotlib.use("Agg")  # no screen needed
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.4), dpi=120)
     for i, (act, r) in enumerate(results.items()):
         for lr, curve in r["rates"].items():
             best = float(lr) == r["lr"]
@@ -68,8 +66,4 @@ def figure_1(results: dict, target: float, path) -> Path:
            ylabel="training error (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -8,6 +8,8 @@ the right, one colour per depth; thin lines are the running training error, bold
 import json
 from pathlib import Path
 
+from common.plot import pyplot, save
+
 KINDS = (("plain", "plain"), ("resnet", "ResNet"))  # (name prefix, panel title), left to right as in the paper
 
 
@@ -29,10 +31,7 @@ def depth_of(name: str) -> int:
 def draw(curves: dict, path, title: str = "") -> Path:
     """Two panels (plain | ResNet) of error (%) against iteration; a kind with no nets gets no panel."""
     kinds = [(prefix, label) for prefix, label in KINDS if any(m.startswith(prefix) for m in curves)]
-    import matplotlib
-    matplotlib.use("Agg")  # no screen needed
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(5.2 * max(1, len(kinds)), 4.2), dpi=120,
                              sharey=True, squeeze=False)
     depths = sorted({depth_of(m) for m in curves})
@@ -52,8 +51,4 @@ def draw(curves: dict, path, title: str = "") -> Path:
     axes[0][0].set_ylabel("error (%)  thin: training, bold: test")
     if title:
         fig.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save(fig, path)
