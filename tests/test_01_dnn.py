@@ -144,12 +144,13 @@ def test_missing_dataset_files_name_what_to_put_where(tmp_path):
 
 def test_1986_vs_modern_sweeps_each_arm_and_picks_its_rate_on_validation(tmp_path, data_root):
     cards = dnn_train.main(["--experiment", "mnist_1986_vs_modern", "--preset", "smoke", "--out-dir", str(tmp_path)])
-    assert set(cards) == {"1986", "modern"}
+    assert list(cards) == ["1986", "1986_fanin", "modern"]
     assert cards["1986"]["model"].endswith("sigmoid-mse") and cards["modern"]["model"].endswith("relu-ce")
     runs = [json.loads((d / "config.json").read_text())["config"] for d in (tmp_path / "01_dnn").iterdir()]
-    assert len(runs) == 4  # two arms x the smoke preset's two rates, a record each
+    assert len(runs) == 6  # three arms x the smoke preset's two rates, a record each
     assert sorted((r["activation"], r["init_range"], r["lr"]) for r in runs) == [
-        ("relu", 0.0, 0.01), ("relu", 0.0, 0.1), ("sigmoid", 0.3, 0.01), ("sigmoid", 0.3, 0.1)]
+        ("relu", 0.0, 0.01), ("relu", 0.0, 0.1), ("sigmoid", 0.0, 0.01), ("sigmoid", 0.0, 0.1),
+        ("sigmoid", 0.3, 0.01), ("sigmoid", 0.3, 0.1)]
     assert all(r["val_size"] == 500 for r in runs)
     for card in cards.values():
         assert [s["lr"] for s in card["sweep"]] == [0.01, 0.1]
