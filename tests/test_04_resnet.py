@@ -335,6 +335,15 @@ def test_bad_input_is_a_clear_message(args, message, tmp_path, capsys, data_root
     assert e.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("experiment", ["cifar", "degradation"])
+def test_recipe_flags_fail_before_any_data_is_read(experiment, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MILESTONES_OFFLINE", "1")  # an empty data root: reading it would fail with another message
+    with pytest.raises(SystemExit) as e:
+        T.main(["--experiment", experiment, "--preset", "smoke", "--nesterov", "--momentum", "0",
+                "--data-dir", str(tmp_path / "empty"), "--out-dir", str(tmp_path)])
+    assert e.value.code == 2 and "--nesterov needs --momentum > 0" in capsys.readouterr().err
+
+
 def test_degradation_refuses_to_resume(tmp_path, capsys, data_root):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"")  # it must not even be read

@@ -17,7 +17,7 @@ from common.errors import UserError
 from common.session import open_run
 
 from .figure6 import draw, read_curves
-from .recipe import DATASET, MILESTONE, fit, load_data, make_model, parse_drops
+from .recipe import DATASET, MILESTONE, check_recipe, fit, load_data, make_model
 
 
 def tail_mean(curve, fraction: float = 0.2) -> float:
@@ -58,7 +58,7 @@ def run_degradation(cfg, rt, argv) -> dict:
         raise UserError(f"--models needs at least two models to compare, got {cfg.models!r}")
     for name in names:  # bad names fail before any training
         make_model(name, cfg)
-    parse_drops(cfg.lr_drops)
+    check_recipe(cfg)
     cpu_start = time.process_time()  # CPU seconds of this process, all threads: the budget on a shared machine
     train, test = load_data(cfg, rt)
     run = open_run(cfg, rt, MILESTONE, "degradation", argv)

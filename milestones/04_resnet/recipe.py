@@ -34,6 +34,13 @@ def parse_drops(text: str) -> list[float]:
     return sorted(drops)
 
 
+def check_recipe(cfg) -> None:
+    """The optimizer and schedule flags, checked before any data is read."""
+    parse_drops(cfg.lr_drops)
+    if cfg.nesterov and cfg.momentum <= 0:
+        raise UserError("--nesterov needs --momentum > 0")
+
+
 def make_model(name: str, cfg):
     """The net called `name` (resnet20, plain56, ...) with --shortcut, --width and --zero-init-residual applied."""
     if cfg.width < 1:
@@ -98,8 +105,6 @@ def fit(cfg, rt, name: str, train, test, run, one_of_several: bool = False) -> t
         return x.contiguous(memory_format=memory_format)
 
     total = cfg.steps or cfg.epochs * len(train)
-    if cfg.nesterov and cfg.momentum <= 0:
-        raise UserError("--nesterov needs --momentum > 0")
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.nesterov)
     factor = (one_cycle(total) if cfg.schedule == "onecycle"

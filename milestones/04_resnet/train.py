@@ -14,7 +14,7 @@ from common.session import open_run
 
 from .degradation import run_degradation
 from .model import count_multiply_adds
-from .recipe import DATASET, MILESTONE, fit, load_data, make_model, parse_drops
+from .recipe import DATASET, MILESTONE, check_recipe, fit, load_data, make_model
 
 PAPER_ERROR = {"resnet20": 0.0875, "resnet32": 0.0751, "resnet44": 0.0717, "resnet56": 0.0697,
                "resnet110": 0.0643, "resnet1202": 0.0793}  # Table 6 (ResNet-110: best of 5 runs)
@@ -87,7 +87,7 @@ def model_tflops(model, examples_per_second: float) -> float:
 def run_cifar(cfg: Config, rt, argv) -> dict:
     """one ResNet (or plain net) on CIFAR-10 with the paper's recipe: test error against Table 6"""
     make_model(cfg.model, cfg)  # a bad --model fails before any data is read
-    parse_drops(cfg.lr_drops)
+    check_recipe(cfg)
     train, test = load_data(cfg, rt)
     name = cfg.model + ("" if cfg.model.startswith("plain") or cfg.shortcut == "A" else f"-{cfg.shortcut}")
     sess, curve = fit(cfg, rt, cfg.model, train, test, open_run(cfg, rt, MILESTONE, name, argv))
