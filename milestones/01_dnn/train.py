@@ -256,19 +256,21 @@ def run_eras(cfg: Config, rt, argv) -> dict:
                         f"validation set), got --lrs {cfg.lrs!r} --val-size {cfg.val_size}")
     cards = {}
     for era, arm in ERAS.items():
-        tried = []
-        for lr in rates or [cfg.lr * arm["lr_factor"]]:
+        tried, lrs = [], rates or [cfg.lr * arm["lr_factor"]]
+        for lr in lrs:
             arm_cfg = replace(cfg, experiment="mnist", activation=arm["activation"], loss=arm["loss"],
                               init_range=arm["init_range"], lr=lr)
             try:
                 card = run_mnist(arm_cfg, rt, argv)
             except Diverged as e:  # a rate that blows up is one point of the sweep, not the end of it
-                print(f"{era} at lr {lr:g}: {e}")
+                if rt.is_main:
+                    print(f"{era} at lr {lr:g}: {e}")
                 card = dict(value=None, val_error=None, lr=lr, diverged=True)
             tried.append(dict(card, lr=lr))
         scored = [c for c in tried if c.get("val_error" if rates else "value") is not None]
         if not scored:
-            raise UserError(f"every rate of the {era} arm diverged ({cfg.lrs}): try smaller ones")
+            raise UserError(f"every rate of the {era} arm diverged ({', '.join(f'{r:g}' for r in lrs)}): "
+                            "try smaller ones")
         best = min(scored, key=lambda c: c["val_error"] if rates else c["value"])
         cards[era] = dict(best, sweep=[dict(lr=c["lr"], val_error=c.get("val_error"), test_error=c["value"])
                                        for c in tried])
