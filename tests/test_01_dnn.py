@@ -159,6 +159,22 @@ def test_1986_vs_modern_sweeps_each_arm_and_picks_its_rate_on_validation(tmp_pat
         assert card["val_error"] == best["val_error"] and card["val_size"] == 500
 
 
+def test_every_rate_of_a_sweep_starts_from_the_same_weights(tmp_path, data_root, monkeypatch):
+    first_weights = []
+
+    def recording_mlp(*args, **kwargs):
+        net = MLP(*args, **kwargs)
+        first_weights.append((net.activation, kwargs["init_range"], net.layers[0].weight.detach().clone()))
+        return net
+
+    monkeypatch.setattr(dnn_train, "MLP", recording_mlp)
+    dnn_train.main(["--experiment", "mnist_1986_vs_modern", "--preset", "smoke", "--out-dir", str(tmp_path)])
+    assert len(first_weights) == 6  # three arms x two rates
+    for a, b in zip(first_weights[::2], first_weights[1::2]):  # an arm's two rates, one after the other
+        assert a[:2] == b[:2] and torch.equal(a[2], b[2])
+    assert not torch.equal(first_weights[0][2], first_weights[2][2])  # the paper's init is not the fan-in one
+
+
 def test_1986_vs_modern_records_a_diverged_rate_and_keeps_sweeping(tmp_path, monkeypatch):
     def run_mnist(cfg, rt, argv):
         if cfg.lr == 0.1 and cfg.activation == "relu":

@@ -16,7 +16,7 @@ import torch
 
 from common import data
 from common.config import TrainConfig, arg, parse_list, parse_sizes, train_command
-from common.device import mfu
+from common.device import mfu, seed_everything
 from common.errors import UserError
 from common.logging import progress
 from common.loop import evaluate_classifier, optimizer_step
@@ -200,6 +200,7 @@ def run_mnist(cfg: Config, rt, argv) -> dict:
         return x.to(rt.device, non_blocking=True).float().div_(255)
 
     sizes = [784, *parse_sizes(cfg.hidden, "--hidden"), 10]
+    seed_everything(cfg.seed)  # each run of a sweep starts from the same draw, whatever ran before it
     model = MLP(sizes, cfg.activation, init_range=cfg.init_range or None).to(rt.device)
     name = f"mlp-{'-'.join(map(str, sizes))}-{cfg.activation}-{cfg.loss}"
     total = cfg.steps or cfg.epochs * len(train)
