@@ -219,17 +219,19 @@ def test_degradation_quick_preset_is_the_one_notes_describes():
     from common.config import parse_config
     cfg = parse_config(T.Config, ["--experiment", "degradation", "--preset", "quick"], T.PRESETS,
                        experiments=T.EXPERIMENTS)
-    # the paper's recipe (SGD 0.1, momentum 0.9, wd 1e-4, batch 128, augmentation, option A), bf16 where native
-    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size) == (0.1, 0.9, 1e-4, 128)
+    # the paper's recipe (SGD 0.1, momentum 0.9, wd 1e-4, augmentation, option A; batch 64 here, the paper 128),
+    # bf16 where native, channels_last
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size) == (0.1, 0.9, 1e-4, 64)
     assert (cfg.shortcut, cfg.augment, cfg.zero_init_residual, cfg.precision) == ("A", True, False, "auto")
-    # ... its schedule shape (/10 at 50% and 75%) in 1,000 steps, 0.01 for the first 60, at widths 8/16/32
+    assert cfg.channels_last is True
+    # ... its schedule shape (/10 at 50% and 75%) in 4,000 steps, 0.01 for the first 60, at widths 4/8/16
     lam = R.lr_lambda(cfg.steps, R.parse_drops(cfg.lr_drops), R.warmup_for("plain20", cfg))
-    assert [s for s in range(1, cfg.steps) if lam(s) != lam(s - 1)] == [60, 500, 750] and lam(0) == 0.1
-    assert (cfg.steps, cfg.width, R.warmup_for("resnet56", cfg)) == (1000, 8, 60)
+    assert [s for s in range(1, cfg.steps) if lam(s) != lam(s - 1)] == [60, 2000, 3000] and lam(0) == 0.1
+    assert (cfg.steps, cfg.width, R.warmup_for("resnet56", cfg)) == (4000, 4, 60)
     assert cfg.models == "plain20,plain56,resnet20,resnet56"
     notes = " ".join((REPO / "milestones" / "04_resnet" / "NOTES.md").read_text().split())  # lines joined
-    assert "4 nets x 1,000 steps of 128 (2.56 epochs), --width 8 (8/16/32 filters)" in notes
-    assert "LR 0.01 for 60 steps, then 0.1, /10 at steps 500 and 750" in notes
+    assert "4 nets x 4,000 steps of 64 (5.12 epochs), --width 4 (4/8/16 filters)" in notes
+    assert "LR 0.01 for 60 steps, then 0.1, /10 at steps 2,000 and 3,000" in notes
 
 
 def test_fast_preset_is_resnet20_unchanged_with_a_one_cycle_recipe(tmp_path, data_root):
