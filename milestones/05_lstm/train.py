@@ -194,7 +194,8 @@ def run_adding(cfg: Config, rt, argv) -> dict:
         **({"sweep": tried} if len(rates) > 1 else {}))
     if rt.is_main:
         best = " at its best rate" if len(rates) > 1 else ""
-        print("\n   T  " + "".join(f"{k + ' wrong':>27}" for k in kinds) + f"   (of {TEST_SEQUENCES} test sequences{best})")
+        print("\n   T  " + "".join(f"{k + ' wrong':>27}" for k in kinds)
+              + f"   (of {TEST_SEQUENCES} test sequences{best})")
         for T in lengths:
             print(f"{T:>5} " + "".join(f"{r['error']:>10.1%} ({r['wrong']:>4}) lr {r['lr']:<6g}"
                                        for r in results if r["T"] == T))
