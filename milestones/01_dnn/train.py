@@ -255,6 +255,7 @@ def run_eras(cfg: Config, rt, argv) -> dict:
     if rates and (min(rates) <= 0 or not cfg.val_size):
         raise UserError("--lrs takes positive rates and needs --val-size > 0 (each arm's rate is chosen on the "
                         f"validation set), got --lrs {cfg.lrs!r} --val-size {cfg.val_size}")
+    judge = "val_error" if rates else "value"  # a sweep chooses on the held-out images, never on the test set
     cards = {}
     for era, arm in ERAS.items():
         tried, lrs = [], rates or [cfg.lr * arm["lr_factor"]]
@@ -268,11 +269,11 @@ def run_eras(cfg: Config, rt, argv) -> dict:
                     print(f"{era} at lr {lr:g}: {e}")
                 card = dict(value=None, val_error=None, lr=lr, diverged=True)
             tried.append(dict(card, lr=lr))
-        scored = [c for c in tried if c.get("val_error" if rates else "value") is not None]
+        scored = [c for c in tried if c.get(judge) is not None]
         if not scored:
             raise UserError(f"every rate of the {era} arm diverged ({', '.join(f'{r:g}' for r in lrs)}): "
                             "try smaller ones")
-        best = min(scored, key=lambda c: c["val_error"] if rates else c["value"])
+        best = min(scored, key=lambda c: c[judge])
         cards[era] = dict(best, sweep=[dict(lr=c["lr"], val_error=c.get("val_error"), test_error=c["value"])
                                        for c in tried])
     if rt.is_main:
