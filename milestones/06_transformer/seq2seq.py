@@ -1,6 +1,7 @@
 """The translation recipe's pieces, shared by train.py's translate and copy experiments, vs_rnn.py and
 ablations.py: the paper's learning rate (eq. 3), the Transformer from a config, the config's checks, token-count
-batches held in memory, the validation loss, and for the comparisons one arm's training and BLEU."""
+batches held in memory, the validation loss, the training loop they all run, and for the comparisons one arm's
+training and BLEU."""
 
 import math
 import time
@@ -108,6 +109,43 @@ def evaluate_nll(net, split: Pairs, rt) -> dict:
     return {"loss": nll, "perplexity": math.exp(min(nll, 50.0))}
 
 
+def train_loop(sess: Session, cfg, rt, model, train: Pairs, valid: Pairs, opt, sched, scaler, clip: float,
+               budget: Budget = None, keep=None) -> int:
+    """The translation loop every experiment runs: token-count batches, label-smoothed cross-entropy per target
+    token, the optimiser and eq. 3's schedule stepped, the validation NLL at each eval point. With a `budget` the
+    training seconds it counts end the run; with `keep` (train.KeptWeights) the weights at each checkpoint step
+    are kept for averaging. Returns the real tokens trained on, summed over ranks."""
+    net = rt.wrap(model, compile=cfg.compile)
+    seen = 0
+    with sess:
+        while sess.running:
+            epoch, start = sess.position()
+            for src, tgt_in, tgt_out, tokens in train.batches(epoch, start):
+                if budget is not None:
+                    budget.start()
+                with rt.autocast():
+                    logits = net(src, tgt_in)  # (B, T, V)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=data.PAD,
+                                       label_smoothing=cfg.label_smoothing)  # per target token
+                optimizer_step(loss, opt, scaler, clip, model.parameters())
+                sched.step()
+                if budget is not None:
+                    budget.stop(sess.step_count + 1)
+                if keep is not None:
+                    keep.add(model, sess.step_count + 1)  # before the session counts the step, which may end the run
+                seen += tokens * rt.world_size
+                # with a budget, the step that spends it is the last
+                sess.step(tokens * rt.world_size, spent=budget.used if budget is not None else None)
+                if sess.due("log"):
+                    spent = dict(budget_seconds_spent=round(budget.used, 2)) if budget is not None else {}
+                    sess.log("train", loss=loss, lr=sched.get_last_lr()[0], **spent)
+                if sess.due("eval"):
+                    sess.log("valid", **evaluate_nll(net, valid, rt))
+                if not sess.running:
+                    break
+    return seen
+
+
 def fit(arm: str, cfg, rt, run, train: Pairs, valid: Pairs, model, opt, sched, clip: float,
         experiment: str):
     """Train one arm of a comparison (vs_rnn, ablations) into checkpoint-<arm>.pt until its budget (or --steps)
@@ -118,30 +156,8 @@ def fit(arm: str, cfg, rt, run, train: Pairs, valid: Pairs, model, opt, sched, c
                    budget_seconds=cfg.budget_seconds)
     scaler = rt.grad_scaler()
     sess.attach(model, opt, sched, scaler, resume=False)
-    net = rt.wrap(model, compile=cfg.compile)
     budget = Budget(cfg.budget_seconds, total, 0, rt.device)
-    seen = 0
-    with sess:
-        while sess.running:
-            epoch, start = sess.position()
-            for src, tgt_in, tgt_out, tokens in train.batches(epoch, start):
-                budget.start()
-                with rt.autocast():
-                    logits = net(src, tgt_in)  # (B, T, V)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=data.PAD,
-                                       label_smoothing=cfg.label_smoothing)  # per target token
-                optimizer_step(loss, opt, scaler, clip, model.parameters())
-                sched.step()
-                budget.stop(sess.step_count + 1)
-                spent = budget.used
-                seen += tokens * rt.world_size
-                sess.step(tokens * rt.world_size, spent=spent)  # the step that spends the budget is the last
-                if sess.due("log"):
-                    sess.log("train", loss=loss, lr=sched.get_last_lr()[0], budget_seconds_spent=round(spent, 2))
-                if sess.due("eval"):
-                    sess.log("valid", **evaluate_nll(net, valid, rt))
-                if not sess.running:
-                    break
+    seen = train_loop(sess, cfg, rt, model, train, valid, opt, sched, scaler, clip, budget=budget)
     return sess, budget.used, seen
 
 

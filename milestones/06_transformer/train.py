@@ -27,7 +27,7 @@ from .lr import lr_line, lr_record
 from .charlm import gpt_from, lr_lambda, make_adamw, tiled, windows
 from .vs_lstm import run_vs_lstm
 from .model import CONFIGS, IMPLS
-from .seq2seq import Pairs, check_seq2seq, evaluate_nll, paper_optimizer, transformer_from
+from .seq2seq import Pairs, check_seq2seq, paper_optimizer, train_loop, transformer_from
 from .vs_rnn import run_vs_rnn
 from .ablations import ARMS as ABLATION_ARMS, run_ablations
 
@@ -215,26 +215,8 @@ def train_seq2seq(cfg: Config, rt, run, splits: dict, vocab_size: int, max_len: 
     total = cfg.steps or cfg.epochs * len(train)
     sess = Session(cfg, rt, run, total, len(train), unit="tokens")
     sess.attach(model, opt, sched, scaler, extra=lambda: dict(vocab_size=vocab_size, max_len=max_len))
-    net = rt.wrap(model, compile=cfg.compile)
     keep = KeptWeights(run.dir, cfg.average, cfg.ckpt_every, total, rt)
-    with sess:
-        while sess.running:
-            epoch, start = sess.position()
-            for src, tgt_in, tgt_out, tokens in train.batches(epoch, start):
-                with rt.autocast():
-                    logits = net(src, tgt_in)  # (B, T, V)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=data.PAD,
-                                       label_smoothing=cfg.label_smoothing)  # per target token
-                optimizer_step(loss, opt, scaler, cfg.clip, model.parameters())
-                sched.step()
-                keep.add(model, sess.step_count + 1)  # before the session counts the step, which may stop the run
-                sess.step(tokens * rt.world_size)
-                if sess.due("log"):
-                    sess.log("train", loss=loss, lr=sched.get_last_lr()[0])
-                if sess.due("eval"):
-                    sess.log("valid", **evaluate_nll(net, valid, rt))
-                if not sess.running:
-                    break
+    train_loop(sess, cfg, rt, model, train, valid, opt, sched, scaler, cfg.clip, keep=keep)
     return sess, model, keep
 
 
