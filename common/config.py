@@ -179,6 +179,15 @@ def parse_list(text: str, name: str, cast, allowed=None) -> list:
     return items
 
 
+def parse_rates(text: str, name: str = "lrs") -> list[float]:
+    """'0.01,0.1' -> [0.01, 0.1]: the learning rates of a sweep, each finite and > 0; anything else is a
+    UserError naming --name."""
+    rates = parse_list(text, name, float)
+    if not all(0 < r < float("inf") for r in rates):
+        raise UserError(f"--{name} takes positive learning rates, got {text!r}")
+    return rates
+
+
 def parse_sizes(text: str, flag: str) -> list[int]:
     """'800' or '500,300' -> [800] or [500, 300]; anything else is a UserError naming the flag."""
     try:

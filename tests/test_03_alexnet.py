@@ -438,7 +438,7 @@ def test_figure_1_paper_preset_is_the_whole_training_set_without_regularisation(
     (["--init", "gaussian"], "--init gaussian is for --experiment relu_vs_tanh"),
     (["--experiment", "ablations", "--arms", "full,no-bn"], "--arms takes a comma-separated list of full"),
     (["--experiment", "relu_vs_tanh", "--lrs", "0.1,x"], "--lrs takes a comma-separated list"),
-    (["--experiment", "relu_vs_tanh", "--lrs", "0.1,-1"], "--lrs must be positive"),
+    (["--experiment", "relu_vs_tanh", "--lrs", "0.1,-1"], "--lrs takes positive learning rates"),
 ])
 def test_bad_input_is_a_clear_message_not_a_traceback(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:  # any other exception would be a traceback

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from common.checkpoint import load_checkpoint, restore, save_checkpoint
-from common.config import TrainConfig, arg, parse_config
+from common.config import TrainConfig, arg, parse_config, parse_rates
 from common.data import TensorLoader
 from common.data.augment import random_crop, random_hflip
 from common.device import Runtime, check_precision, pick_device, resolve_precision, setup
@@ -43,6 +43,15 @@ def test_bad_values_are_user_errors_or_argparse_exits():
         parse_config(Cfg, ["--preset", "nope"], PRESETS)
     with pytest.raises(SystemExit):
         parse_config(Cfg, ["--width", "wide"], PRESETS)
+
+
+def test_parse_rates_takes_finite_positive_rates_only():
+    assert parse_rates("0.01, 1e-3") == [0.01, 1e-3]
+    for bad, message in (("0.1,x", "comma-separated list"), ("", "comma-separated list"),
+                         ("0.1,0", "positive learning rates"), ("-1", "positive learning rates"),
+                         ("nan", "positive learning rates"), ("inf", "positive learning rates")):
+        with pytest.raises(UserError, match=message):
+            parse_rates(bad)
 
 
 def test_precision_and_device_checks():

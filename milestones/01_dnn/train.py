@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from common import data
-from common.config import TrainConfig, arg, parse_list, parse_sizes, train_command
+from common.config import TrainConfig, arg, parse_rates, parse_sizes, train_command
 from common.device import mfu, seed_everything
 from common.errors import UserError
 from common.logging import progress
@@ -251,10 +251,10 @@ def run_eras(cfg: Config, rt, argv) -> dict:
     if cfg.preset == "paper":
         raise UserError("the 1986-vs-modern comparison is ours, not a paper's: use --preset modern, default or "
                         "quick (the 1986 recipe alone is --experiment mnist --preset paper)")
-    rates = parse_list(cfg.lrs, "lrs", float) if cfg.lrs else None
-    if rates and (min(rates) <= 0 or not cfg.val_size):
-        raise UserError("--lrs takes positive rates and needs --val-size > 0 (each arm's rate is chosen on the "
-                        f"validation set), got --lrs {cfg.lrs!r} --val-size {cfg.val_size}")
+    rates = parse_rates(cfg.lrs) if cfg.lrs else None
+    if rates and not cfg.val_size:
+        raise UserError(f"--lrs needs --val-size > 0 (each arm's rate is chosen on the validation set), got "
+                        f"--val-size {cfg.val_size}")
     judge = "val_error" if rates else "value"  # a sweep chooses on the held-out images, never on the test set
     cards = {}
     for era, arm in ERAS.items():

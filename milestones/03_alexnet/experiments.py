@@ -16,7 +16,7 @@ from common import data
 from common.data.augment import normalize
 from common.data.cifar import MEAN, STD
 from common.device import count_params
-from common.config import parse_list
+from common.config import parse_list, parse_rates
 from common.errors import UserError
 from common.loop import evaluate_classifier, optimizer_step
 from common.session import Session, open_run
@@ -113,9 +113,7 @@ def relu_vs_tanh(cfg, rt, argv=None) -> dict:
     """Figure 1: epochs a four-layer CNN needs to reach --target-error training error, ReLU vs tanh, each
     activation at the fastest of the --lrs"""
     _no_resume(cfg)
-    lrs = parse_list(cfg.lrs, "lrs", float) if cfg.lrs else [cfg.lr]
-    if min(lrs) <= 0:
-        raise UserError(f"--lrs must be positive, got {cfg.lrs!r}")
+    lrs = parse_rates(cfg.lrs) if cfg.lrs else [cfg.lr]
     if not 0 < cfg.target_error < 1:
         raise UserError(f"--target-error must be in (0, 1), got {cfg.target_error}")
     x, y = data.load("cifar10", cfg.data_dir)["train"]

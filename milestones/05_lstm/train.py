@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from common import data
-from common.config import TrainConfig, arg, parse_list, train_command
+from common.config import TrainConfig, arg, parse_list, parse_rates, train_command
 from common.data.text import BPTTLoader
 from common.errors import UserError
 from common.loop import evaluate_lm, optimizer_step
@@ -145,9 +145,7 @@ def run_adding(cfg: Config, rt, argv) -> dict:
         raise UserError("--resume is for the language models; the adding runs take minutes from scratch")
     lengths = parse_list(cfg.lengths, "lengths", int)
     kinds = parse_list(cfg.models, "models", str, allowed=("rnn", "lstm", "lstm1997"))
-    rates = parse_list(cfg.lrs, "lrs", float) if cfg.lrs else [cfg.lr]
-    if min(rates) <= 0:
-        raise UserError(f"--lrs takes positive learning rates, got {cfg.lrs!r}")
+    rates = parse_rates(cfg.lrs) if cfg.lrs else [cfg.lr]
     if cfg.impl == "torch" and not cfg.forget_gate and "lstm" in kinds:
         raise UserError("nn.LSTM always has a forget gate: the 1997 cell (--forget-gate false) needs --impl scratch "
                         "(or --models lstm1997)")
