@@ -249,6 +249,33 @@ def test_fast_preset_is_resnet20_unchanged_with_a_one_cycle_recipe(tmp_path, dat
     assert group["nesterov"] is True and group["lr"] == pytest.approx(0.2 * one_cycle(6)(6))  # 0 at the end
 
 
+def test_flip_test_scores_the_softmax_mean_of_each_image_and_its_mirror(tmp_path, data_root):
+    """--flip-test's error is the one computed here by hand from the run's final weights on its 256 test images;
+    --label-smoothing changes the loss the net is trained on (same seed, same batches)."""
+    from common import data
+    from common.data.augment import normalize
+    plain = T.main(["--preset", "smoke", "--out-dir", str(tmp_path / "plain")])
+    card = T.main(["--preset", "smoke", "--flip-test", "--label-smoothing", "0.5", "--out-dir", str(tmp_path)])
+    assert "test_flip_error" not in plain
+    run = only_run_dir(tmp_path, "04_resnet")
+    rows = read_metrics(run)
+    assert card["test_flip_error"] == [r for r in rows if r["split"] == "test_flip"][-1]["error"]
+    first = [r["loss"] for r in read_metrics(only_run_dir(tmp_path / "plain", "04_resnet")) if r["split"] == "train"]
+    assert [r["loss"] for r in rows if r["split"] == "train"][0] != pytest.approx(first[0], rel=1e-4)
+    net = R.make_model("resnet8", T.Config()).eval()
+    net.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
+    x, y = data.load("cifar10", data_root)["test"]
+    x, y = normalize(x[:256], MEAN, STD), y[:256]
+    with torch.no_grad():
+        one = net(x).softmax(-1)
+        p = (one + net(x.flip(-1)).softmax(-1)) / 2
+    nll, nll_one = (F.nll_loss(q.log(), y).item() for q in (p, one))
+    assert nll != pytest.approx(nll_one, rel=1e-4)  # the mirror images change the prediction, so this can tell
+    flip = [r for r in rows if r["split"] == "test_flip"][-1]
+    assert flip["loss"] == pytest.approx(nll, rel=1e-5)
+    assert card["test_flip_error"] == pytest.approx((p.argmax(-1) != y).float().mean().item(), abs=1.5 / 256)
+
+
 def test_overfits_one_batch_of_real_images(data_root):
     from common import data
     from common.data.augment import normalize
@@ -329,6 +356,7 @@ def test_degradation_does_not_import_train():
     (["--batch-size", "60000"], "larger than the training set"),
     (["--width", "0"], "--width is the number of filters"),
     (["--nesterov", "--momentum", "0"], "--nesterov needs --momentum > 0"),
+    (["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
     (["--experiment", "degradation", "--width", "0"], "--width is the number of filters"),
 ])
 def test_bad_input_is_a_clear_message(args, message, tmp_path, capsys, data_root):

@@ -39,6 +39,8 @@ def check_recipe(cfg) -> None:
     parse_drops(cfg.lr_drops)
     if cfg.nesterov and cfg.momentum <= 0:
         raise UserError("--nesterov needs --momentum > 0")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise UserError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
 
 
 def make_model(name: str, cfg):
@@ -104,6 +106,10 @@ def fit(cfg, rt, name: str, train, test, run, one_of_several: bool = False) -> t
             x = random_hflip(random_crop(x, 32, padding=4))
         return x.contiguous(memory_format=memory_format)
 
+    def prepare_flipped(x):  # (2, B, 3, 32, 32): each test image and its mirror image
+        x = prepare(x)
+        return torch.stack([x, x.flip(-1)])
+
     total = cfg.steps or cfg.epochs * len(train)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.nesterov)
@@ -124,7 +130,7 @@ def fit(cfg, rt, name: str, train, test, run, one_of_several: bool = False) -> t
                 x, y = prepare(x, cfg.augment), y.to(rt.device, non_blocking=True)
                 with rt.autocast():
                     logits = net(x)  # (B, 10)
-                loss = F.cross_entropy(logits.float(), y)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
                 optimizer_step(loss, opt, scaler)
                 sched.step()
                 sums[0] += loss.detach() * y.numel()
@@ -138,6 +144,8 @@ def fit(cfg, rt, name: str, train, test, run, one_of_several: bool = False) -> t
                     sess.log("train", loss=loss_sum / n, error=wrong / n, lr=sched.get_last_lr()[0])
                 if sess.due("eval"):
                     sess.log("test", **evaluate_classifier(net, test, rt, prepare))
+                    if cfg.flip_test:
+                        sess.log("test_flip", **evaluate_classifier(net, test, rt, prepare_flipped))
                 if not sess.running:
                     break
     return sess, curve

@@ -46,6 +46,10 @@ class Config(TrainConfig):
                                    "not the paper)")
     channels_last: typing.Optional[bool] = arg(None, "NHWC memory layout (default: on for CUDA, off elsewhere)")
     test_size: int = arg(0, "evaluate on the first N test images only (0 = all 10,000)")
+    label_smoothing: float = arg(0.0, "cross-entropy against targets mixed with this much of the uniform "
+                                 "distribution (Szegedy et al. 2016; not the paper)")
+    flip_test: bool = arg(False, "also report the test error of the softmax averaged over each test image and "
+                          "its mirror image (test-time augmentation; not the paper), as test_flip_error")
 
 
 PRESETS = {
@@ -99,9 +103,12 @@ def run_cifar(cfg: Config, rt, argv) -> dict:
         paper_source="He et al. 2015, Table 6 (CIFAR-10, 64k iterations)" if paper else None,
         test_loss=sess.results["test_loss"], final_train_error=curve[-1][1] if curve else None,
         model_tflops=round(model_tflops(sess.model, sess.rate), 4),
+        **({"test_flip_error": sess.results.get("test_flip_error")} if cfg.flip_test else {}),
     )
     if rt.is_main:
+        flip = sess.results.get("test_flip_error") if cfg.flip_test else None
         print(f"{name}: {DATASET} test error {test_err:.2%}" + (f" (paper: {paper:.2%})" if paper else "")
+              + (f", {flip:.2%} with the mirror images" if flip is not None else "")
               + f"; {card['train_seconds']:.0f} s, {sess.rate:,.0f} examples/s; run record: {sess.run.dir}")
     return card
 
