@@ -115,10 +115,10 @@ def test_signal_saves_the_step_reached_and_resume_finishes_the_same(mid, sig, co
     stop_at = max(1, full["step"] // 2)
     step = Session.step
 
-    def step_with_a_signal(self, n):  # the signal arrives during step `stop_at`, as from a terminal or scheduler
+    def step_with_a_signal(self, n, **kw):  # the signal arrives during step `stop_at`, as from a terminal or scheduler
         if self.step_count == stop_at - 1:
             os.kill(os.getpid(), sig)
-        step(self, n)
+        step(self, n, **kw)
     monkeypatch.setattr(Session, "step", step_with_a_signal)
     with pytest.raises(SystemExit) as stopped:
         smoke(mid, tmp_path)
