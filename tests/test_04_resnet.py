@@ -241,7 +241,7 @@ def test_fast_preset_is_resnet20_unchanged_with_a_one_cycle_recipe(tmp_path, dat
     from common.loop import one_cycle
     cfg = parse_config(T.Config, ["--preset", "fast"], T.PRESETS, experiments=T.EXPERIMENTS)
     assert (cfg.model, cfg.shortcut, cfg.width, cfg.schedule, cfg.nesterov) == ("resnet20", "A", 16, "onecycle", True)
-    assert (cfg.precision, cfg.channels_last, cfg.augment) == ("auto", True, True)
+    assert (cfg.precision, cfg.channels_last, cfg.augment, cfg.flip_test) == ("auto", True, True, True)
     assert sum(p.numel() for p in R.make_model(cfg.model, cfg).parameters()) == 269_722
     T.main(["--preset", "smoke", "--schedule", "onecycle", "--nesterov", "--lr", "0.2", "--out-dir", str(tmp_path)])
     state = torch.load(only_run_dir(tmp_path, "04_resnet") / "checkpoint.pt", weights_only=True)

@@ -63,10 +63,10 @@ PRESETS = {
     "quick": dict(steps=2400, batch_size=128, lr=0.1, eval_every=600, precision="auto"),
     # the CIFAR-10 race (not the paper's recipe): ResNet-20 unchanged, 26 epochs of one-cycle SGD (peak 0.2,
     # Nesterov, wd 5e-4: the usual short-schedule settings) in bf16 where native, NHWC, both cores; evaluated
-    # once, at the end
+    # once, at the end, single-view (the headline) and averaged with the mirror images (test_flip_error)
     "fast": dict(epochs=26, batch_size=128, lr=0.2, nesterov=True, weight_decay=5e-4, schedule="onecycle",
                  precision="auto", channels_last=True, threads=2, eval_every=10 ** 9, log_every=100,
-                 ckpt_every=2000),
+                 ckpt_every=2000, flip_test=True),
     "smoke": dict(model="resnet8", steps=6, batch_size=32, lr=0.05, test_size=256, eval_every=3, log_every=2,
                   ckpt_every=4),
     "degradation/paper": dict(steps=64000, batch_size=128, lr=0.1, eval_every=2000),
