@@ -106,7 +106,7 @@ def run_cifar(cfg: Config, rt, argv) -> dict:
         **({"test_flip_error": sess.results.get("test_flip_error")} if cfg.flip_test else {}),
     )
     if rt.is_main:
-        flip = sess.results.get("test_flip_error") if cfg.flip_test else None
+        flip = card.get("test_flip_error")
         print(f"{name}: {DATASET} test error {test_err:.2%}" + (f" (paper: {paper:.2%})" if paper else "")
               + (f", {flip:.2%} with the mirror images" if flip is not None else "")
               + f"; {card['train_seconds']:.0f} s, {sess.rate:,.0f} examples/s; run record: {sess.run.dir}")
