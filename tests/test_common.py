@@ -1,6 +1,10 @@
 """common/: config and presets, the in-memory loader and its DDP sharding, checkpoints, augmentation, compare."""
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -10,6 +14,7 @@ from common.checkpoint import load_checkpoint, restore, save_checkpoint
 from common.config import TrainConfig, arg, parse_config, parse_rates
 from common.data import TensorLoader
 from common.data.augment import random_crop, random_hflip
+from common.data.root import check_integrity
 from common.device import Runtime, check_precision, pick_device, resolve_precision, setup
 from common.errors import UserError
 from common.logging import RunLogger
@@ -331,3 +336,21 @@ def test_one_cycle_rises_from_a_25th_to_the_peak_then_falls_to_zero():
     assert rising == sorted(rising) and falling == sorted(falling, reverse=True)
     assert f(25 + 75 // 2) == pytest.approx(0.5, abs=0.03)  # cosine: half way down at the middle of the fall
 
+
+
+def test_data_already_on_disk_is_read_without_importing_torchvision(data_root, tmp_path):
+    """torchvision's download code is imported only to download: importing it costs over a second of a quick
+    run. Run in a fresh interpreter, since other tests import torchvision."""
+    code = ("import sys; from common import data; d = data.load('tinyshakespeare', sys.argv[1]); "
+            "print(len(d['vocab']), 'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(data_root)], capture_output=True, text=True,
+                         env={**os.environ, "MILESTONES_CACHE": str(tmp_path)}, check=True)
+    assert out.stdout.split() == ["65", "False"]
+
+
+def test_check_integrity_compares_the_md5(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"milestones" * 300_000)  # three blocks of the reader
+    good = hashlib.md5(path.read_bytes()).hexdigest()
+    assert check_integrity(path, good) and check_integrity(path, None)
+    assert not check_integrity(path, "0" * 32) and not check_integrity(tmp_path / "missing", good)
