@@ -64,6 +64,39 @@ def test_counted_in_seconds_the_cosine_runs_over_the_budget_after_the_warm_up():
     assert done == [0.0, 0.0, pytest.approx(0.5), pytest.approx(1.0)]
 
 
+class FakeEvent:
+    """torch.cuda.Event on a CPU-only machine: each record() takes the next time on a fake GPU clock (ms)."""
+    clock, syncs = [0.0], [0]
+
+    def __init__(self, enable_timing):
+        assert enable_timing
+
+    def record(self):
+        FakeEvent.clock[0] += 250.0
+        self.t = FakeEvent.clock[0]
+
+    def synchronize(self):
+        FakeEvent.syncs[0] += 1
+
+    def elapsed_time(self, end):
+        return end.t - self.t
+
+
+@pytest.mark.parametrize("seconds", [0.0, 100.0])
+def test_on_a_gpu_the_budget_waits_for_it_only_when_its_seconds_are_read(monkeypatch, seconds):
+    """A run ended by its step count never synchronises per step; a seconds budget reads (and waits) each step."""
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    FakeEvent.syncs[0] = 0
+    budget = vs.Budget(seconds, 10, 0, torch.device("cuda"))
+    for step in range(1, 5):
+        budget.start()
+        budget.stop(step)
+        assert budget.spent() == (None if not seconds else pytest.approx(0.25 * step))
+    assert FakeEvent.syncs[0] == (0 if not seconds else 4)
+    assert budget.used == budget.wall == pytest.approx(1.0)  # four steps of 250 ms, the gaps between left out
+    assert FakeEvent.syncs[0] == (1 if not seconds else 4)  # nothing was pending any more
+
+
 def test_validation_reads_each_lstm_window_on_its_own():
     """From a zero state: the order of the windows does not matter (a carried state would make it matter)."""
     torch.manual_seed(0)

@@ -134,10 +134,8 @@ def train_loop(sess: Session, cfg, rt, model, train: Pairs, valid: Pairs, opt, s
                 if keep is not None:
                     keep.add(model, sess.step_count + 1)  # before the session counts the step, which may end the run
                 seen += tokens * rt.world_size
-                if budget is not None:
-                    sess.step(tokens * rt.world_size, spent=budget.used)  # the step that spends the budget is the last
-                else:
-                    sess.step(tokens * rt.world_size)
+                # with a seconds budget, the step that spends it is the last
+                sess.step(tokens * rt.world_size, spent=budget.spent() if budget is not None else None)
                 if sess.due("log"):
                     spent = dict(budget_seconds_spent=round(budget.used, 2)) if budget is not None else {}
                     sess.log("train", loss=loss, lr=sched.get_last_lr()[0], **spent)

@@ -97,7 +97,7 @@ class Config(TrainConfig):
     sample_chars: int = arg(500, "characters sampled into samples/ at the end (0 = none)", only="charlm")
     # attention vs recurrence (vs_lstm.py)
     budget_seconds: float = arg(0.0, "train each net until it has spent this many seconds of training (CPU "
-                                "seconds on a CPU, wall on a GPU; evaluation excluded); 0 = --steps steps",
+                                "seconds on a CPU, GPU seconds on a GPU; evaluation excluded); 0 = --steps steps",
                                 only=("vs_lstm", "vs_rnn"))
     lstm_hidden: int = arg(0, "the LSTM's hidden units (0 = the width whose parameter count is closest to the "
                            "GPT's)", only="vs_lstm")

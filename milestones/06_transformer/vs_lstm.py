@@ -7,7 +7,7 @@ The paper's case for dropping recurrence (Vaswani et al. 2017, sec. 4) is parall
 states one after another, a self-attention layer computes all T positions in one matrix product. Here both
 nets learn the same text from the same batches (step s of either arm sees the same random windows), with the
 same optimiser and schedule (AdamW, warm-up, cosine) and each its own peak rate, and each trains until it has
-spent --budget-seconds of training (CPU seconds of this process on a CPU, wall seconds on a GPU; evaluation not
+spent --budget-seconds of training (CPU seconds of this process on a CPU, GPU seconds on a GPU; evaluation not
 counted), or for --steps steps when the budget is 0. Both are scored on the same validation windows, each window
 read on its own (the LSTM from a zero state), so both predict every character from at most --context before it.
 
@@ -99,7 +99,7 @@ def train_arm(cfg, rt, run, name: str, model: nn.Module, read: nn.Module, lr: fl
             optimizer_step(loss, opt, scaler, cfg.clip, model.parameters())
             budget.stop(sess.step_count + 1)
             sched.step()
-            sess.step(tokens, spent=budget.used)  # the step that spends the budget is the last: evaluated at
+            sess.step(tokens, spent=budget.spent())  # the step that spends the budget is the last: evaluated at
             if sess.due("log"):
                 sess.log("train", loss=loss, lr=sched.get_last_lr()[0], seconds=round(budget.used, 2))
             if sess.due("eval"):
@@ -165,7 +165,7 @@ def run_vs_lstm(cfg, rt, argv) -> dict:
     arms = {"gpt": train_arm(cfg, rt, run, names["gpt"], gpt, gpt, cfg.lr, text, val),
             "lstm": train_arm(cfg, rt, run, names["lstm"], lstm, Windowed(lstm), cfg.lstm_lr, text,
                               val)}
-    clock = "CPU" if rt.device.type == "cpu" else "wall"
+    clock = {"cpu": "CPU", "cuda": "GPU"}.get(rt.device.type, "wall")
     plot = None
     if rt.is_main:
         limit = f"{cfg.budget_seconds:g} {clock} s each" if cfg.budget_seconds else f"{cfg.steps or 'all'} steps each"

@@ -6,7 +6,7 @@ same task and for the same training budget.
 
 Both arms read Multi30k de->en through the same joint BPE vocabulary and the same token-count batches in the
 same order (step s of either arm is the same batch), with the same loss (label-smoothed cross-entropy), and
-each trains until it has spent --budget-seconds of training (CPU seconds of this process on a CPU, wall
+each trains until it has spent --budget-seconds of training (CPU seconds of this process on a CPU, GPU
 seconds on a GPU; evaluation not counted), or for --steps steps when the budget is 0. Each keeps its own
 optimiser: the Transformer the paper's Adam(0.9, 0.98, 1e-9) with the warm-up schedule of eq. 3, the RNN
 Adam at a constant --rnn-lr with its gradient norm clipped to 1 (Bahdanau et al. clipped at 1, with Adadelta).
