@@ -165,6 +165,17 @@ def test_real_digits_score_near_the_floor(mnist_clf, mnist):
     assert s_noise["fcd_real"] == pytest.approx(s["fcd_real"])  # the floor does not depend on the samples
 
 
+def test_real_images_are_the_test_images_the_scores_compare_against(mnist_clf, data_root):
+    """--inception-fid takes its real images from real_images: the very test images of the classifier's FCD."""
+    real = ev.real_images("mnist", data_root, 300, seed=3)
+    assert real["test"].shape == real["train"].shape == (300, 1, 28, 28) and real["test"].dtype == torch.uint8
+    assert torch.equal(real["test"], ev.real_images("mnist", data_root, 300, seed=3)["test"])
+    assert not torch.equal(real["test"], ev.real_images("mnist", data_root, 300, seed=4)["test"])
+    s = ev.score_samples(real["test"].float() / 255, "mnist", data_root, n=300, classifier=mnist_clf[1], seed=3,
+                         kid_subsets=10)
+    assert s["fcd"] == pytest.approx(0.0, abs=1e-3) and s["fcd_real"] > 1.0  # the same set, not another draw
+
+
 def test_mode_collapse_shows_in_the_class_entropy(mnist_clf, mnist):
     one = mnist["test"][0][:1].float() / 255
     s = ev.score_samples(one.repeat(64, 1, 1, 1), "mnist", n=64, classifier=mnist_clf[1], kid_subsets=10)

@@ -3,6 +3,7 @@ comparisons train two arms in one run, the yardstick's numbers reach the summary
 and BatchNorm statistics too), sample.py draws from any of the four, and user mistakes are one-line errors."""
 
 import importlib
+import json
 
 import numpy as np
 import pytest
@@ -257,8 +258,8 @@ def test_inception_fid_without_its_weights_fails_before_training(tmp_path, capsy
 
 
 def test_inception_fid_scores_the_same_samples_against_real_test_images(tmp_path, data_root, monkeypatch):
-    """With a stand-in for torchmetrics' metric, the run feeds it n real test digits and the n scored samples, as
-    [0, 1] three-channel images, and its value reaches the summary beside the classifier FID."""
+    """With a stand-in for torchmetrics' metric, the run feeds it the n real test digits of the classifier FID and
+    the n scored samples, as [0, 1] three-channel images, and its value reaches the summary beside that FID."""
     evaluate = importlib.import_module("milestones.07_vae_gan_diffusion.evaluate")
     seen = {True: [], False: []}
 
@@ -276,8 +277,10 @@ def test_inception_fid_scores_the_same_samples_against_real_test_images(tmp_path
                 "--inception-fid")
     real, fake = torch.cat(seen[True]), torch.cat(seen[False])
     assert real.shape == fake.shape == (16, 3, 28, 28) and 0 <= float(fake.min()) <= float(fake.max()) <= 1
-    digits = importlib.import_module("common.data").load("mnist", None)["test"][0][:16].float() / 255
+    seed = json.loads((run / "config.json").read_text())["config"]["seed"]
+    digits = evaluate.real_images("mnist", None, 16, seed)["test"].float() / 255  # the classifier FID's test digits
     assert torch.equal(real[:, :1], digits)
+    assert not torch.equal(real[:, :1], evaluate.real_images("mnist", None, 16, seed + 1)["test"].float() / 255)
     assert read_summary(run)["inception_fid"] == 16.5
 
 

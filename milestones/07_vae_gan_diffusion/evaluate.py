@@ -328,18 +328,21 @@ def confident_fraction(probs: torch.Tensor, threshold: float = 0.9) -> float:
 _REAL = {}  # (weights file, data root, n, seed) -> features and probabilities of the real test and train images
 
 
+def real_images(dataset: str, data_dir, n: int, seed: int) -> dict:
+    """The real images every score compares against: n test and n training images (uint8), drawn with `seed`."""
+    try:
+        splits = data.load(dataset, data_dir)
+    except UserError as e:
+        raise UserError(f"scoring samples needs the real {dataset} images: {one_line(e)}") from None
+    g = torch.Generator().manual_seed(seed)
+    return {split: splits[split][0][torch.randperm(len(splits[split][0]), generator=g)[:n]]
+            for split in ("test", "train")}  # test first: the draws of the generator are fixed by that order
+
+
 def _real_features(clf: Classifier, data_dir, n: int, seed: int):
     key = (str(clf.path), str(data_dir), n, seed)
     if clf.path is None or key not in _REAL:
-        try:
-            splits = data.load(clf.dataset, data_dir)
-        except UserError as e:
-            raise UserError(f"scoring samples needs the real {clf.dataset} images: {one_line(e)}") from None
-        g = torch.Generator().manual_seed(seed)
-        out = []
-        for split in ("test", "train"):
-            x = splits[split][0]
-            out.append(_run(clf, x[torch.randperm(len(x), generator=g)[:n]], 500))
+        out = [_run(clf, x, 500) for x in real_images(clf.dataset, data_dir, n, seed).values()]
         if clf.path is None:
             return out
         _REAL[key] = out

@@ -138,8 +138,8 @@ def score(cfg, rt, clf, sample_fn, sess) -> dict:
     s = evaluate.score_samples(x, cfg.dataset, cfg.data_dir, n, clf, rt.device,
                                seed=cfg.seed)
     keep = {k: v for k, v in s.items() if k not in ("dataset", "n")}
-    if cfg.inception_fid:  # the published FID beside ours: n samples against the first n real test images
-        real = data.load(cfg.dataset, cfg.data_dir)["test"][0][:s["n"]].float() / 255
+    if cfg.inception_fid:  # the published FID beside ours: the same n samples against the same n test images
+        real = evaluate.real_images(cfg.dataset, cfg.data_dir, s["n"], cfg.seed)["test"].float() / 255
         keep["inception_fid"] = evaluate.inception_fid(real.to(rt.device), x[:s["n"]].to(rt.device))
     sess.log("score", fid_samples=s["n"], **{k: v for k, v in keep.items() if k != "classifier"})
     return dict(fid_samples=s["n"], **keep)
