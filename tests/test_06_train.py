@@ -4,6 +4,7 @@ checkpoint averaging, and `sample` on a charlm and a translation run, with its u
 import importlib
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -29,7 +30,7 @@ def translate_run(tmp_path_factory, data_root):
 
 @pytest.fixture(scope="module")
 def charlm_run(tmp_path_factory, data_root):
-    return smoke(tmp_path_factory.mktemp("charlm"), "--experiment", "charlm")
+    return smoke(tmp_path_factory.mktemp("charlm"), "--experiment", "charlm", "--impl", "auto")
 
 
 def user_error(fn, argv, capsys) -> str:
@@ -123,6 +124,16 @@ def test_charlm_smoke_reports_val_loss_and_the_target(charlm_run):
     assert card["steps_to_target"] is None and card["seconds_to_target"] is None  # not reached in 6 steps
     assert card["tokens_per_second"] > 0 and card["model"] == "gpt-1x32-ctx32"
     assert (charlm_run / "samples" / "sample.txt").read_text()
+
+
+def test_impl_auto_writes_eq_1_out_only_on_a_cpu_in_bf16(charlm_run):
+    rt = lambda device, precision: SimpleNamespace(device=torch.device(device), precision=precision)  # noqa: E731
+    assert train.resolve_impl("auto", rt("cpu", "bf16")) == "scratch"
+    assert train.resolve_impl("auto", rt("cpu", "fp32")) == "fast"
+    assert train.resolve_impl("auto", rt("cuda", "bf16")) == "fast"
+    assert train.resolve_impl("scratch", rt("cuda", "fp32")) == "scratch"  # an explicit choice is kept
+    # the smoke run (fp32 on this CPU) asked for auto: its record names what ran, so `sample` can rebuild it
+    assert json.loads((charlm_run / "config.json").read_text())["config"]["impl"] == "fast"
 
 
 def test_charlm_windows_depend_on_the_seed_alone():

@@ -9,6 +9,7 @@
 """
 
 import copy
+import functools
 import time
 from dataclasses import dataclass
 
@@ -53,8 +54,9 @@ class Config(TrainConfig):
                     choices=("post", "pre"), only=SEQ2SEQ)
     positions: str = arg("sinusoidal", "sinusoidal (sec. 3.5) or learned (Table 3 row E)",
                          choices=("sinusoidal", "learned"), only=SEQ2SEQ)
-    impl: str = arg("fast", "attention: fast (PyTorch's fused kernels) or scratch (eq. 1 written out; the faster "
-                    "of the two on a CPU for short sequences)", choices=IMPLS)
+    impl: str = arg("fast", "attention: fast (PyTorch's fused kernels), scratch (eq. 1 written out; the faster "
+                    "of the two on a CPU in bf16) or auto (scratch on a CPU in bf16, else fast)",
+                    choices=IMPLS + ("auto",))
     lr: float = arg(1.0, "translate/copy/vs_rnn (the Transformer): factor on the paper's rate d_model^-0.5 "
                     "min(step^-0.5, step warmup^-1.5) (1 = the paper); charlm/vs_lstm (the GPT): the peak AdamW "
                     "rate. Each run prints which and records the peak it gave as peak_lr")
@@ -169,10 +171,10 @@ PRESETS = {
     "charlm/paper": BABY_GPT,
     "charlm/default": BABY_GPT,
     # beats nanoGPT's documented CPU run (4 x 128, context 64, batch 12, 2000 iters, dropout 0: val 1.8857) in
-    # a third of its time: 2 x 128, batch 32, a 10x higher peak rate, bf16 where native (auto), eq. 1 written
-    # out (NOTES.md)
+    # a third of its time: 2 x 128, batch 32, a 10x higher peak rate, bf16 where native (auto), and the faster
+    # attention for that precision (auto: eq. 1 written out in bf16, the fused kernel in fp32) (NOTES.md)
     "charlm/quick": dict(layers=2, heads=4, d_model=128, context=64, dropout=0.0, batch_size=32, lr=1e-2,
-                         steps=600, warmup=50, eval_every=300, ckpt_every=600, precision="auto", impl="scratch",
+                         steps=600, warmup=50, eval_every=300, ckpt_every=600, precision="auto", impl="auto",
                          threads=1, sample_chars=300),
     "charlm/smoke": dict(layers=1, heads=2, d_model=32, context=32, dropout=0.1, batch_size=8, lr=3e-3, steps=6,
                          warmup=2, eval_every=3, ckpt_every=3, log_every=2, sample_chars=50, threads=1),
@@ -413,8 +415,27 @@ def run_charlm(cfg: Config, rt, argv) -> dict:
     return card
 
 
-EXPERIMENTS = {"translate": run_translate, "copy": run_copy, "charlm": run_charlm, "vs_lstm": run_vs_lstm,
-               "vs_rnn": run_vs_rnn, "ablations": run_ablations}
+def resolve_impl(impl: str, rt) -> str:
+    """--impl auto: eq. 1 written out where a CPU autocasts to bf16 (there the fused kernel's bf16 backward is
+    the slow part of a step), PyTorch's fused kernels everywhere else (NOTES.md, the char-LM race)."""
+    if impl != "auto":
+        return impl
+    return "scratch" if rt.device.type == "cpu" and rt.precision == "bf16" else "fast"
+
+
+def resolving_impl(run):
+    """The experiment `run`, after --impl auto has become the implementation this device runs (so the run's
+    config.json records which one ran)."""
+    @functools.wraps(run)
+    def run_with_impl(cfg: Config, rt, argv) -> dict:
+        cfg.impl = resolve_impl(cfg.impl, rt)
+        return run(cfg, rt, argv)
+    return run_with_impl
+
+
+EXPERIMENTS = {name: resolving_impl(run) for name, run in [
+    ("translate", run_translate), ("copy", run_copy), ("charlm", run_charlm), ("vs_lstm", run_vs_lstm),
+    ("vs_rnn", run_vs_rnn), ("ablations", run_ablations)]}
 
 
 def main(argv=None, prog="python -m milestones train 06_transformer"):
