@@ -184,7 +184,7 @@ PRESETS = {
     "vs_lstm/default": VS_LSTM_GPU,
     "vs_lstm/quick": dict(layers=2, heads=4, d_model=128, context=64, dropout=0.0, batch_size=32, lr=1e-2,
                           warmup=50, budget_seconds=150, lstm_lr=2e-2, clip=1.0, eval_every=200, log_every=50,
-                          ckpt_every=10 ** 6, precision="auto", impl="scratch", threads=1),
+                          ckpt_every=10 ** 6, precision="auto", impl="auto", threads=1),
     "vs_lstm/smoke": dict(layers=1, heads=2, d_model=32, context=32, dropout=0.1, batch_size=8, lr=3e-3,
                           lstm_lr=3e-3, clip=1.0, steps=6, warmup=2, eval_every=3, ckpt_every=3, log_every=2,
                           threads=1),
