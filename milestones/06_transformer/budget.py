@@ -18,7 +18,7 @@ class Budget:
         self.cuda = device.type == "cuda"
         self.clock = time.process_time if device.type == "cpu" else time.perf_counter  # CUDA: events instead
         self._used = 0.0  # training seconds on the clock, up to the steps still pending
-        self._wall = 0.0  # the same in wall seconds
+        self._wall = 0.0  # the same in wall seconds (CPU; on a GPU `wall` is `used`)
         self._pending = []  # CUDA: (start, end) events of the steps not added up yet
         self.at_warmup = None  # seconds used when the warm-up ended
 
@@ -46,7 +46,6 @@ class Budget:
         if self._pending:
             self._pending[-1][1].synchronize()
             self._used += sum(a.elapsed_time(b) for a, b in self._pending) / 1000  # ms -> s
-            self._wall = self._used
             self._pending.clear()
         return self._used
 
