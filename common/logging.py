@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import UserError
+from .machine import load_average, machine
 
 _IMPORTED = time.time()
 
@@ -83,6 +84,7 @@ class RunLogger:
                  run_dir=None, argv=None, cfg=None):
         self.is_main = rt is None or rt.is_main
         self.milestone, self.model, self.rt, self.cfg = milestone, model, rt, cfg
+        self.machine = machine(rt.device if rt is not None else None)  # taken at the start (load average too)
         self.start = time.time()
         if run_dir is not None:
             self.dir = Path(run_dir)
@@ -110,6 +112,7 @@ class RunLogger:
             "device": (rt.device_name if rt is not None else "cpu"),
             "world_size": (rt.world_size if rt is not None else 1),
             "git_commit": git_commit(),
+            "machine": self.machine,
             "started": datetime.now().isoformat(timespec="seconds"),
         }
         name = "config.json" if fresh else f"config.resume-{datetime.now():%Y%m%d-%H%M%S}.json"
@@ -137,6 +140,7 @@ class RunLogger:
         if self.cfg is not None:
             known.update(seed=self.cfg.seed, preset=self.cfg.preset)
         card = {**known, "wall_seconds": seconds_since_start(), **card}  # process start -> this card
+        card.setdefault("machine", {**self.machine, "load_end": load_average()})
         missing = [k for k in SUMMARY_KEYS if k not in card]
         if "epochs" not in card and "steps" not in card:
             missing.append("epochs|steps")
