@@ -66,12 +66,22 @@ def cmd_compare(args) -> None:
     from .compare import compare
 
     columns = [k for k in args.columns.split(",") if k]
+    if args.dir and args.runs and args.dir != args.runs:
+        raise UserError(f"two runs directories given ({args.dir} and --runs {args.runs}): give one")
+    args.runs = args.dir or args.runs or "runs"
+    if args.update:
+        from .generated import update
+
+        for path, n in update(args.update):
+            print(f"{path}: {n} table(s) regenerated")
+        return
     if args.plot or args.history or args.out or args.x:
         if columns:
             raise UserError("--columns goes with the table, not with --plot or --history")
         print(compare_views(args))
     else:
-        print(compare(args.runs, args.format, args.wide, columns, args.filter or ()))
+        print(compare(args.runs, args.format, args.wide, columns, args.filter or (), args.machine, args.seeds,
+                      [k for k in args.show.split(",") if k]))
 
 
 def cmd_bench(args) -> None:
@@ -101,7 +111,17 @@ def main(argv=None) -> None:
     s = sub.add_parser("sample", help="generate from a trained generative milestone")
     s.add_argument("milestone")
     c = sub.add_parser("compare", help="one row per run: our numbers beside the papers'")
-    c.add_argument("--runs", default="runs", help="directory searched for summary.json files")
+    c.add_argument("dir", nargs="?", metavar="RUNS", help="directory searched for summary.json files (default "
+                                                           "runs/; results/ holds the records behind our numbers)")
+    c.add_argument("--runs", help="the same as RUNS")
+    c.add_argument("--machine", metavar="CLASS", help="only the runs of one machine class (e.g. AVX2, AMX, H100); "
+                                                      "without it, one table per class")
+    c.add_argument("--seeds", action="store_true", help="one row for runs that differ only in their seed: the "
+                                                        "mean, (min-max) and how many seeds")
+    c.add_argument("--show", metavar="KEY,KEY", default="", help="exactly these columns, in this order (e.g. "
+                                                                  "milestone,command,value,train_seconds)")
+    c.add_argument("--update", nargs="+", metavar="FILE.md", help="regenerate the tables marked `<!-- compare ... "
+                                                                  "-->` in these markdown files (README, NOTES)")
     c.add_argument("--format", default="table", choices=("table", "markdown", "csv"))
     c.add_argument("--wide", action="store_true", help="every column, uncut (the table otherwise fits 100 columns)")
     c.add_argument("--plot", metavar="METRIC", help="overlay the runs' learning curves of METRIC from metrics.jsonl "

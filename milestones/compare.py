@@ -8,93 +8,246 @@ from pathlib import Path
 
 from common.errors import UserError
 
-COLUMNS = [("milestone", "milestone"), ("model", "model"), ("dataset", "dataset"), ("metric", "metric"),
-           ("value", "ours"), ("paper_value", "paper"), ("params", "params"), ("train_seconds", "wall s"),
-           ("examples_per_second", "ex/s"), ("device", "device"), ("precision", "precision"),
-           ("world_size", "gpus/procs"), ("preset", "preset"), ("run", "run")]
+from . import COURSE
+from .arms import rows as arm_rows
+
+# key -> title. `experiment: model` is one cell (the arm's name for a multi-arm run); `time` is train_seconds.
+COLUMNS = {"milestone": "milestone", "what": "experiment: model", "preset": "preset", "metric": "metric",
+           "value": "ours", "paper_value": "paper", "precision": "prec", "train_seconds": "time",
+           "seeds": "seeds", "load": "load", "dataset": "dataset", "params": "params",
+           "examples_per_second": "ex/s", "device": "device", "machine": "machine", "world_size": "procs",
+           "seed": "seed", "command": "command", "run": "run"}
+NARROW = ("milestone", "what", "preset", "metric", "value", "paper_value", "precision", "train_seconds", "seeds")
+KEEP = ("milestone", "metric", "value")  # never cut: the other columns are shortened first
+WIDTH = 100  # a terminal's columns, which the plain tables fit unless --wide
+PERCENT = ("test_error", "top1_error", "train_error", "training error", "val_error", "exact_match", "accuracy")
+
+
+def _read_json(path: Path):
+    try:
+        obj = json.loads(path.read_text())
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+        return obj
+    except (OSError, ValueError) as e:  # a half-written or foreign file is skipped, not fatal
+        print(f"warning: skipping {path}: unreadable ({type(e).__name__})", file=sys.stderr)
+        return None
+
+
+def command_of(config: dict) -> str | None:
+    """The train command a run record came from, without where it wrote (--out-dir) or how many threads it used."""
+    argv = list(config.get("argv") or [])
+    if not argv or "milestone" not in config:
+        return None
+    drop = {"--out-dir", "--threads", "--data-dir"}
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in drop:
+            skip = True
+            continue
+        if a.split("=", 1)[0] in drop:
+            continue
+        kept.append(a)
+    return " ".join(["train", config["milestone"], *kept])
 
 
 def load_summaries(runs: str) -> list[dict]:
+    """Every summary.json under `runs`, with what its config.json adds (experiment, command, machine), split into
+    one row per arm for multi-arm runs."""
     root = Path(runs)
     if not root.is_dir():
-        raise UserError(f"no runs directory at {root} (train something first, or pass --runs DIR)")
+        raise UserError(f"no runs directory at {root} (train something first, or pass a directory)")
     cards = []
     for path in sorted(root.rglob("summary.json")):
-        try:
-            card = json.loads(path.read_text())
-            if not isinstance(card, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as e:  # a half-written or foreign file is skipped, not fatal
-            print(f"warning: skipping {path}: unreadable ({type(e).__name__})", file=sys.stderr)
+        card = _read_json(path)
+        if card is None:
             continue
+        config = _read_json(path.parent / "config.json") if (path.parent / "config.json").exists() else None
+        if config:
+            card.setdefault("experiment", (config.get("config") or {}).get("experiment"))
+            card.setdefault("command", command_of(config))
+            card.setdefault("machine", config.get("machine"))
         card["run"] = str(path.parent.relative_to(root))
-        cards.append(card)
-    return sorted(cards, key=lambda c: (c.get("milestone", ""), c.get("model", ""), c["run"]))
+        cards += arm_rows(card)
+    order = {m: i for i, m in enumerate(COURSE)}
+    key = lambda c: (order.get(c.get("milestone"), len(order)), str(c.get("milestone", "")),
+                     str(c.get("experiment") or ""), str(c.get("preset") or ""), c["run"], str(c.get("model", "")))
+    return sorted(cards, key=key)
 
 
-def _fmt(key: str, v) -> str:
+def machine_of(card: dict) -> str:
+    """The machine class a card ran on ("AVX2 CPU", "NVIDIA H100 80GB HBM3"); "unrecorded" for old cards."""
+    m = card.get("machine")
+    return m.get("class", "unrecorded") if isinstance(m, dict) else "unrecorded"
+
+
+def is_percent(metric) -> bool:
+    return isinstance(metric, str) and metric.lower().startswith(PERCENT)
+
+
+def _load(card: dict):
+    """The higher 1-minute load average of the run's start and end (how busy the machine was)."""
+    m = card.get("machine")
+    if not isinstance(m, dict):
+        return None
+    loads = [x[0] for x in (m.get("load_start"), m.get("load_end")) if isinstance(x, list) and x]
+    return max(loads) if loads else None
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _duration(s) -> str:
+    if not _number(s):
+        return "-"
+    return f"{s:.0f} s" if s < 100 else f"{s / 60:.1f} min" if s < 6000 else f"{s / 3600:.1f} h"
+
+
+def _value(v, percent: bool) -> str:
     if v is None:
         return "-"
-    if key == "params" and isinstance(v, (int, float)):
-        return f"{v / 1e6:.2f}M" if v >= 1e5 else f"{int(v):,}"
+    if percent and _number(v):
+        return f"{100 * v:.2f}%"
     if isinstance(v, float):
-        if key in ("train_seconds",):
-            return f"{v:.1f}"
-        if key == "examples_per_second":
-            return f"{v:,.0f}"
+        return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def cell(card: dict, key: str) -> str:
+    """How `compare` prints one field of a row."""
+    percent = is_percent(card.get("metric"))
+    if key == "what":
+        exp, model = card.get("experiment"), card.get("model")
+        return f"{exp}: {model}" if exp and model and exp != model else str(model or exp or "-")
+    if key == "value" and isinstance(card.get("seed_values"), list):
+        vals = card["seed_values"]
+        lo, hi = min(vals), max(vals)
+        mean = sum(vals) / len(vals)
+        if percent:
+            return f"{100 * mean:.2f}% ({100 * lo:.2f}-{100 * hi:.2f})"
+        return f"{mean:.4g} ({lo:.4g}-{hi:.4g})"
+    if key in ("value", "paper_value"):
+        return _value(card.get(key), percent)
+    if key == "train_seconds":
+        return _duration(card.get(key))
+    if key == "machine":
+        return machine_of(card)
+    if key == "load":
+        v = _load(card)
+        return "-" if v is None else f"{v:.1f}"
+    if key == "seeds":
+        return str(len(card["seed_values"])) if isinstance(card.get("seed_values"), list) else "1"
+    v = card.get(key)
+    if v is None:
+        return "-"
+    if key == "params" and _number(v):
+        return f"{v / 1e6:.2f}M" if v >= 1e5 else f"{int(v):,}"
+    if key == "examples_per_second" and _number(v):
+        return f"{v:,.0f}"
+    if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
 
 
-def matches(filters, *names: str) -> bool:
-    """--filter (table and --plot alike): a run is kept when one of its names (milestone/model, run directory)
-    contains one of the substrings; no filters keep every run."""
-    return not filters or any(f in name for f in filters for name in names)
+def merge_seeds(cards: list[dict]) -> list[dict]:
+    """Runs that differ only in their seed (same milestone, experiment, model, preset, metric, precision and
+    machine) become one row: the mean, the range, the number of seeds, and the median training time."""
+    groups = {}
+    for c in cards:
+        k = tuple(str(c.get(f)) for f in ("milestone", "experiment", "model", "preset", "metric", "precision",
+                                           "dataset")) + (machine_of(c),)
+        groups.setdefault(k, []).append(c)
+    out = []
+    for group in groups.values():
+        vals = [c.get("value") for c in group]
+        if len(group) == 1 or not all(_number(v) for v in vals) or len({c.get("seed") for c in group}) < len(group):
+            out += group
+            continue
+        times = sorted(c["train_seconds"] for c in group if _number(c.get("train_seconds")))
+        row = dict(group[0], seed_values=vals, value=sum(vals) / len(vals), seed=",".join(str(c.get("seed"))
+                                                                                           for c in group),
+                   train_seconds=times[len(times) // 2] if times else None, run=group[0]["run"] + " +"
+                   + str(len(group) - 1))
+        out.append(row)
+    return out
 
 
-def compare(runs: str = "runs", fmt: str = "table", wide: bool = False, columns=(), filters=()) -> str:
-    """The table. `columns` adds summary keys as columns after `ours` (e.g. 07's fcd, kid, confident_fraction,
-    class_entropy: the same yardstick for every generator); `filters` keeps the matching runs only."""
+def compare(runs: str = "runs", fmt: str = "table", wide: bool = False, columns=(), filters=(), machine=None,
+            seeds: bool = False, show=()) -> str:
+    """The table: one row per run (per arm of a multi-arm run), in course order, one table per machine class.
+    `columns` adds summary keys as columns after `ours` (e.g. 07's fcd, kid: one yardstick for every generator;
+    `command`: the train command of the record); `filters` keeps the matching runs only; `machine` keeps one
+    machine class (a substring of it, e.g. AVX2); `seeds` merges runs that differ only in their seed; `show`
+    gives the columns exactly, in order (column names or summary keys)."""
     cards = [c for c in load_summaries(runs)
-             if matches(filters, f"{c.get('milestone', '')}/{c.get('model', '')}", c["run"])]
+             if matches(filters, f"{c.get('milestone', '')}/{c.get('model', '')}", c["run"],
+                        f"{c.get('milestone', '')}/{c.get('experiment', '')}")]
+    if machine:
+        classes = sorted({machine_of(c) for c in cards})
+        cards = [c for c in cards if machine.lower() in machine_of(c).lower()]
+        if not cards:
+            raise UserError(f"no run under {runs} ran on a machine matching {machine!r}; the runs there ran on: "
+                            f"{', '.join(classes) or 'nothing'}")
     if not cards:
         what = f" matching {' or '.join(filters)}" if filters else ""
         raise UserError(f"no summary.json{what} under {runs}: finish a training run first")
-    unknown = [k for k in columns if all(k not in c for c in cards)]
+    unknown = [k for k in (*columns, *show) if k not in COLUMNS and all(k not in c for c in cards)]
     if unknown:
         raise UserError(f"no run here records {', '.join(unknown)} (keys of summary.json, e.g. fcd, test_error)")
-    at = [k for k, _ in COLUMNS].index("value") + 1
-    cols = COLUMNS[:at] + [(k, k) for k in columns] + COLUMNS[at:]
-    header = [title for _, title in cols]
-    rows = [[_fmt(k, c.get(k)) for k, _ in cols] for c in cards]
+    if seeds:
+        cards = merge_seeds(cards)
+    keys = list(COLUMNS) if wide or fmt == "csv" else [k for k in NARROW if k != "seeds" or seeds]
+    at = keys.index("value") + 1
+    keys = keys[:at] + [k for k in columns if k not in keys] + keys[at:]
+    keys = list(show) or keys
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow([k for k, _ in cols])
+        w.writerow(keys)
         for c in cards:
-            w.writerow([c.get(k, "") for k, _ in cols])
+            w.writerow([c.get(k, "") if k not in ("what", "machine", "load") else cell(c, k) for k in keys])
         return buf.getvalue().rstrip("\n")
-    if fmt == "markdown":
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines)
-    if not wide:  # the columns a reader compares (and the ones asked for); --wide (or csv/markdown) has them all
-        keep = [i for i, (k, _) in enumerate(cols) if k in NARROW or k in columns]
-        header, rows = [header[i] for i in keep], [[r[i] for i in keep] for r in rows]
-    return format_table(header, rows, width=None if wide else WIDTH)
+    header = [COLUMNS.get(k, k) for k in keys]
+    groups = {}
+    for c in cards:
+        groups.setdefault(machine_of(c), []).append(c)
+    out = []
+    for name, group in groups.items():
+        rows = [[cell(c, k) for k in keys] for c in group]
+        keep = [i for i, k in enumerate(keys) if k in KEEP or k == "command" and show]
+        table = format_table(header, rows, None if wide else WIDTH, keep, markdown=fmt == "markdown")
+        out.append(table if len(groups) == 1 else f"{'####' if fmt == 'markdown' else 'On'} {name}"
+                   + ("" if fmt == "markdown" else ":") + "\n\n" + table)
+    return "\n\n".join(out)
 
 
-WIDTH = 100  # a terminal's columns, which the plain tables fit unless --wide
-NARROW = ("milestone", "model", "dataset", "metric", "value", "paper_value", "params", "train_seconds")
-FLOORS = {"milestone": 12, "model": 22, "metric": 12, "dataset": 12}  # how far a column may be cut before the others
+def _fit(cells, width: int, keep, gap: int, edge: int) -> list:
+    """Cut the widest cells not in `keep` (ending in '~') until the row fits `width`."""
+    cells = list(cells)
+    while sum(map(len, cells)) + gap * (len(cells) - 1) + edge > width:
+        i = max((j for j in range(len(cells)) if j not in keep), key=lambda j: len(cells[j]), default=None)
+        if i is None or len(cells[i]) <= 5:
+            break
+        cells[i] = cells[i][:len(cells[i]) - 2] + "~"
+    return cells
 
 
-def format_table(header, rows, width: int = None) -> str:
-    """Plain-text columns, padded to the widest cell; with `width`, the widest columns are cut (ending in '~')
-    until a line fits."""
+def format_table(header, rows, width: int = None, keep=(), markdown: bool = False) -> str:
+    """Plain-text columns padded to the widest cell, or a markdown table (unpadded: it renders the same); with
+    `width`, the widest columns (markdown: cells) other than `keep` are cut, ending in '~', until a line fits."""
     rows = [[str(x) for x in r] for r in rows]
+    if markdown:
+        fit = (lambda r: _fit(r, width, keep, 3, 4)) if width else list
+        line = lambda r: "| " + " | ".join(fit(r)) + " |"
+        return "\n".join([line(header), "|" + "---|" * len(header)] + [line(r) for r in rows])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    floor = [max(len(h), 6, FLOORS.get(h, 0)) for h in header]
+    floor = [widths[j] if j in keep else max(min(len(h), 6), 5) for j, h in enumerate(header)]
     while width and sum(widths) + 2 * (len(widths) - 1) > width:
         i = max(range(len(widths)), key=lambda j: widths[j] - floor[j])
         if widths[i] <= floor[i]:
@@ -103,6 +256,12 @@ def format_table(header, rows, width: int = None) -> str:
     cut = lambda x, w: x if len(x) <= w else x[:w - 1] + "~"
     line = lambda r: "  ".join(cut(str(x), w).ljust(w) for x, w in zip(r, widths)).rstrip()
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def matches(filters, *names: str) -> bool:
+    """--filter (table and --plot alike): a run is kept when one of its names (milestone/model, run directory)
+    contains one of the substrings; no filters keep every run."""
+    return not filters or any(f in name for f in filters for name in names)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -202,10 +361,6 @@ def curves(runs: str, metric: str, x: str = "step", filters=()) -> dict:
         known = ", ".join(sorted(seen)[:15]) + (", ..." if len(seen) > 15 else "")
         raise UserError(f"no chosen run logs {metric!r} against {x}; they log: {known or 'nothing'}")
     return lines
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def plot_curves(runs: str = "runs", metric: str = "loss", x: str = "step", filters=(), out=None) -> Path:

@@ -1,0 +1,76 @@
+"""Tables in markdown files that are the output of a `compare` command, so that a number can only change
+through a run record.
+
+A generated table sits between a marker that names its command and an end marker:
+
+    <!-- compare results/ --machine AVX2 --format markdown -->
+    | milestone | ... |
+    <!-- /compare -->
+
+`python -m milestones compare --update README.md milestones/*/NOTES.md` rewrites every such table from the
+records; `stale(path)` (the test over README.md and every NOTES.md) lists the ones that differ.
+"""
+
+import contextlib
+import io
+import re
+import shlex
+from pathlib import Path
+
+from common.errors import UserError
+
+BLOCK = re.compile(r"(<!-- compare (?P<args>.*?) -->\n)(?P<body>.*?)(<!-- /compare -->)", re.S)
+
+
+def render(args: str, root: Path | None = None) -> str:
+    """The output of `python -m milestones compare <args>`, run from `root` (the repository)."""
+    from .__main__ import main
+
+    argv = shlex.split(args)
+    if any(a.startswith("--update") or a in ("--plot", "--history") for a in argv):
+        raise UserError(f"a generated table's command must print a table: compare {args}")
+    out = io.StringIO()
+    cwd = Path.cwd()
+    try:
+        if root is not None:
+            import os
+            os.chdir(root)
+        with contextlib.redirect_stdout(out):
+            main(["compare", *argv])
+    finally:
+        if root is not None:
+            import os
+            os.chdir(cwd)
+    return out.getvalue()
+
+
+def blocks(text: str):
+    """(command arguments, current body) of each generated table in a markdown text."""
+    return [(m.group("args"), m.group("body")) for m in BLOCK.finditer(text)]
+
+
+def regenerate(text: str, root: Path | None = None) -> str:
+    """The text with every generated table replaced by its command's output now."""
+    return BLOCK.sub(lambda m: m.group(1) + render(m.group("args"), root) + m.group(4), text)
+
+
+def stale(path, root: Path | None = None) -> list[str]:
+    """The commands whose table in `path` differs from what they print now (empty: the file is up to date)."""
+    text = Path(path).read_text(encoding="utf-8")
+    return [args for args, body in blocks(text) if body != render(args, root)]
+
+
+def update(paths) -> list[tuple[str, int]]:
+    """Rewrite the generated tables of each file; (path, number of tables) for each."""
+    done = []
+    for path in paths:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise UserError(f"cannot read {p}: {e.strerror}") from None
+        new = regenerate(text)
+        if new != text:
+            p.write_text(new, encoding="utf-8")
+        done.append((str(p), len(blocks(text))))
+    return done
