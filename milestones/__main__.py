@@ -81,7 +81,7 @@ def cmd_compare(args) -> None:
         print(compare_views(args))
     else:
         print(compare(args.runs, args.format, args.wide, columns, args.filter or (), args.machine, args.seeds,
-                      [k for k in args.show.split(",") if k]))
+                      [k for k in args.show.split(",") if k], args.course))
 
 
 def cmd_bench(args) -> None:
@@ -118,6 +118,8 @@ def main(argv=None) -> None:
                                                       "without it, one table per class")
     c.add_argument("--seeds", action="store_true", help="one row for runs that differ only in their seed: the "
                                                         "mean, (min-max) and how many seeds")
+    c.add_argument("--course", action="store_true", help="the records of each chapter's \"Run it\" command "
+                                                         "(`course NN`), seeds merged: what the course promises")
     c.add_argument("--show", metavar="KEY,KEY", default="", help="exactly these columns, in this order (e.g. "
                                                                   "milestone,command,value,train_seconds)")
     c.add_argument("--update", nargs="+", metavar="FILE.md", help="regenerate the tables marked `<!-- compare ... "

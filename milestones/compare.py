@@ -34,12 +34,13 @@ def _read_json(path: Path):
         return None
 
 
-def command_of(config: dict) -> str | None:
-    """The train command a run record came from, without where it wrote (--out-dir) or how many threads it used."""
+def command_of(config: dict, drop=("--out-dir", "--threads", "--data-dir")) -> str | None:
+    """The train command a run record came from, without where it wrote (--out-dir), where its data was or how many
+    threads it used (what does not change the result)."""
     argv = list(config.get("argv") or [])
     if not argv or "milestone" not in config:
         return None
-    drop = {"--out-dir", "--threads", "--data-dir"}
+    drop = set(drop)
     kept, skip = [], False
     for a in argv:
         if skip:
@@ -69,6 +70,7 @@ def load_summaries(runs: str) -> list[dict]:
         if config:
             card.setdefault("experiment", (config.get("config") or {}).get("experiment"))
             card.setdefault("command", command_of(config))
+            card["_course"] = command_of(config, ("--out-dir", "--threads", "--data-dir", "--seed"))
             card.setdefault("machine", config.get("machine"))
         card["run"] = str(path.parent.relative_to(root))
         cards += arm_rows(card)
@@ -178,16 +180,38 @@ def merge_seeds(cards: list[dict]) -> list[dict]:
     return out
 
 
+COURSE_SHOW = ("milestone", "command", "metric", "value", "paper_value", "precision", "train_seconds", "seeds")
+
+
+def course_only(cards: list[dict]) -> list[dict]:
+    """The records of each chapter's "Run it" command (course.run_it; any seed), labelled with that command."""
+    from .course import run_it
+
+    wanted, drop = {}, ("--out-dir", "--threads", "--data-dir", "--seed")
+    for mid in COURSE:
+        try:
+            command = run_it(mid)
+        except UserError:
+            continue
+        if command:  # "train <id> flags...": the same normal form as a record's
+            wanted[mid] = command_of(dict(milestone=mid, argv=command.split()[2:]), drop)
+    return [dict(c, command=c["_course"]) for c in cards
+            if c.get("_course") and c["_course"] == wanted.get(c.get("milestone"))]
+
+
 def compare(runs: str = "runs", fmt: str = "table", wide: bool = False, columns=(), filters=(), machine=None,
-            seeds: bool = False, show=()) -> str:
+            seeds: bool = False, show=(), course: bool = False) -> str:
     """The table: one row per run (per arm of a multi-arm run), in course order, one table per machine class.
     `columns` adds summary keys as columns after `ours` (e.g. 07's fcd, kid: one yardstick for every generator;
     `command`: the train command of the record); `filters` keeps the matching runs only; `machine` keeps one
     machine class (a substring of it, e.g. AVX2); `seeds` merges runs that differ only in their seed; `show`
-    gives the columns exactly, in order (column names or summary keys)."""
+    gives the columns exactly, in order (column names or summary keys); `course` keeps the records of each
+    chapter's "Run it" command (its seeds merged): what `python -m milestones course NN` promises."""
     cards = [c for c in load_summaries(runs)
              if matches(filters, f"{c.get('milestone', '')}/{c.get('model', '')}", c["run"],
                         f"{c.get('milestone', '')}/{c.get('experiment', '')}")]
+    if course:
+        cards, seeds, show = course_only(cards), True, list(show) or COURSE_SHOW
     if machine:
         classes = sorted({machine_of(c) for c in cards})
         cards = [c for c in cards if machine.lower() in machine_of(c).lower()]

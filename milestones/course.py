@@ -47,6 +47,22 @@ def one_line(mid: str, root: Path = ROOT) -> str:
     return first[len(ONE_LINE):].strip()
 
 
+def run_it(mid: str, root: Path = ROOT) -> str | None:
+    """The chapter's "Run it" command as `train <id> ...` (the first command after the **Run it** line, its
+    continuation lines joined), or None for a chapter without one."""
+    lines = section(mid, root).splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("**Run it**")), None)
+    if start is None:
+        return None
+    words = []
+    for line in lines[start + 1:]:
+        if words or line.strip().startswith("python -m milestones "):
+            words.append(line.strip().rstrip("\\").strip())
+            if not line.rstrip().endswith("\\"):
+                break
+    return " ".join(" ".join(words).split()[3:]) or None  # after "python -m milestones"
+
+
 def timeline(root: Path = ROOT) -> str:
     """One line per chapter, in course order: year, id, what it changed; then where to start."""
     rows = []

@@ -179,3 +179,12 @@ def test_a_generated_table_is_its_command_output_and_a_stale_one_is_found(tmp_pa
     assert stale(doc) == [] and "| 02_cnn_lenet | train: lenet5 | quick | test_error | 0.98% |" in text
     assert text.startswith("words\n") and text.endswith("<!-- /compare -->\nmore\n")
     assert regenerate(text) == text
+
+
+def test_compare_course_shows_each_chapters_run_it_command_with_its_seeds_merged(tmp_path):
+    for seed, v in ((0, 0.0084), (1, 0.0112)):
+        record(tmp_path, card(seed=seed, value=v), argv=("--preset", "quick", "--threads", "1", "--seed", str(seed)))
+    record(tmp_path, card(model="mlp", seed=5, value=0.02), "mlp", argv=("--experiment", "mlp", "--preset", "quick"))
+    out = compare(str(tmp_path), course=True).splitlines()
+    assert out[0].split()[:3] == ["milestone", "command", "metric"] and len(out) == 3
+    assert out[2].split()[:4] == ["02_cnn_lenet", "train", "02_cnn_lenet", "--preset"] and "0.98% (0.84-1.12)" in out[2]
