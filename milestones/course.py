@@ -79,8 +79,24 @@ def timeline(root: Path = ROOT) -> str:
                       "to run,", "what you should see, and what to try next."])
 
 
-def chapter(mid: str, root: Path = ROOT) -> str:
-    """The page `course <id>` prints: a title line, the chapter's section, and the way on."""
+RESULTS = ROOT.parent / "results"
+
+
+def recorded(mid: str, results: Path = RESULTS) -> str | None:
+    """What the records in results/ say the chapter's Run-it command gives (read now, so the course can never
+    quote a number that no record holds), as `compare --course` prints it; None when nothing is recorded."""
+    from .compare import compare
+
+    try:
+        return compare(str(results), course=True, filters=[f"{mid}/"],
+                       show=["metric", "value", "paper_value", "precision", "train_seconds", "seeds", "machine"])
+    except UserError:
+        return None
+
+
+def chapter(mid: str, root: Path = ROOT, results: Path = RESULTS) -> str:
+    """The page `course <id>` prints: a title line, the chapter's section, what the records say its Run-it command
+    gives, and the way on."""
     info = meta(mid)
     body = section(mid, root)
     if body.startswith(ONE_LINE):
@@ -89,5 +105,8 @@ def chapter(mid: str, root: Path = ROOT) -> str:
     body = body[:1].upper() + body[1:]
     nxt = (f"Next chapter: `python -m milestones course {COURSE[i + 1].split('_', 1)[0]}`" if i + 1 < len(COURSE)
            else "That was the last chapter: `python -m milestones compare` puts your runs side by side.")
-    return "\n".join([f"{mid} ({info['year']}): {info.get('title', '')}", "", body, "",
+    table = recorded(mid, results)
+    said = ["", "What the Run-it command gave when we ran it (read from its records in results/):", "", table] \
+        if table else []
+    return "\n".join([f"{mid} ({info['year']}): {info.get('title', '')}", "", body, *said, "",
                       f"Full notes: milestones/{mid}/NOTES.md", nxt])
