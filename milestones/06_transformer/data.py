@@ -3,7 +3,7 @@ batches, and the copy task.
 
     d = load_multi30k()            # {"train", "val", "test": datasets.Dataset, "tokenizer", "raw"}
     d["train"][0]                  # {"id", "src", "tgt", "src_len", "tgt_len"} as torch tensors
-    batches = TokenBatches(d["train"]["src_len"][:], d["train"]["tgt_len"][:], max_tokens=4096)
+    batches = TokenBatches(d["train"]["src_len"][:], d["train"]["tgt_len"][:], max_tokens=50000, count="real")
     for idx in batches.batches(epoch):
         src, tgt_in, tgt_out = collate(d["train"][idx], PAD)   # (B, S), (B, T), (B, T)
 
@@ -336,12 +336,18 @@ def copy_task(n: int, lengths: tuple[int, int] = (1, 10), vocab: int = 16, seed:
 # ---------------------------------------------------------------------------------------------------------
 
 class TokenBatches:
-    """Batches of about `max_tokens` padded tokens, source plus target, over all ranks together.
+    """Batches of about `max_tokens` tokens, source and target together, over all ranks together.
 
-    The paper's batches held about 25000 source and 25000 target tokens (max_tokens=50000 here). Pairs are
-    sorted by (source length, target length), ties broken by a permutation drawn from `seed`, and cut into
-    consecutive groups whose padded size  n * (longest source + longest target)  stays within max_tokens.
-    The groups are fixed; each epoch visits them in a new order drawn from (seed, epoch).
+    count="real" (the paper, sec. 5.1: "approximately 25000 source tokens and 25000 target tokens"): a batch
+    holds at most max_tokens / 2 real (non-pad) source tokens and at most max_tokens / 2 real target tokens,
+    counted as the model sees them: a source's ids and its <eos> (src_len), a target's tokens to predict,
+    y_1 .. y_n <eos> (tgt_len - 1, the decoder's output). The paper's batch is max_tokens=50000, count="real".
+    count="padded" (ours, the default): n * (longest source + longest target) stays within max_tokens, so the
+    padded tensors, and with them the step's compute and memory, are bounded instead.
+
+    Pairs are sorted by (source length, target length), ties broken by a permutation drawn from `seed`, and
+    cut into consecutive groups within the cap. The groups are fixed; each epoch visits them in a new order
+    drawn from (seed, epoch).
 
     Under DDP every batch holds a multiple of world_size pairs, rank r taking every world_size-th one (so the
     ranks get equally many batches, of equal row counts and similar lengths). When the number of pairs is not
@@ -349,8 +355,10 @@ class TokenBatches:
     torch's DistributedSampler does; with world_size=1 every pair appears exactly once per epoch.
     """
 
+    COUNTS = ("real", "padded")
+
     def __init__(self, src_lens, tgt_lens, max_tokens: int, shuffle: bool = True, seed: int = 0, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, count: str = "padded"):
         src = torch.as_tensor(src_lens, dtype=torch.long).flatten()
         tgt = torch.as_tensor(tgt_lens, dtype=torch.long).flatten()
         if len(src) != len(tgt) or len(src) == 0:
@@ -358,12 +366,18 @@ class TokenBatches:
                             f"(got {len(src)} and {len(tgt)})")
         if not 0 <= rank < world_size:
             raise UserError(f"rank {rank} is outside 0..{world_size - 1}")
-        longest = int(src.max() + tgt.max())
-        if max_tokens < world_size * longest:
-            raise UserError(f"--max-tokens {max_tokens} cannot hold {world_size} of the longest pair "
-                            f"({longest} tokens); raise it, or drop long pairs with --max-len")
-        self.max_tokens, self.shuffle, self.seed, self.rank, self.world_size = (
-            max_tokens, shuffle, seed, rank, world_size)
+        if count not in self.COUNTS:
+            raise UserError(f"batching must be one of {', '.join(self.COUNTS)}, got {count!r}")
+        if count == "real":
+            longest, room = int(max(src.max(), tgt.max() - 1)), max_tokens // 2  # the longer side of one pair
+        else:
+            longest, room = int(src.max() + tgt.max()), max_tokens
+        if room < world_size * longest:
+            raise UserError(f"--batch-tokens {max_tokens} cannot hold {world_size} of the longest pair "
+                            f"({longest} tokens{' a side' if count == 'real' else ''}); raise it, or drop long "
+                            f"pairs with --max-len")
+        self.max_tokens, self.shuffle, self.seed, self.rank, self.world_size, self.count = (
+            max_tokens, shuffle, seed, rank, world_size, count)
 
         g = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(src), generator=g)  # tie-breaks
@@ -372,18 +386,27 @@ class TokenBatches:
         fill = -len(order) % world_size
         order = torch.cat([order, order[len(order) - fill:]])  # repeat the last `fill` pairs (DDP only)
         self.units = order.view(-1, world_size)  # (U, W): one pair per rank
-        unit_src = src[self.units].amax(1).tolist()
-        unit_tgt = tgt[self.units].amax(1).tolist()
+        if count == "real":
+            self.spans = self._cut(src[self.units].sum(1).tolist(), (tgt[self.units] - 1).sum(1).tolist(),
+                                   lambda n, s, t: max(s, t) > max_tokens // 2, sum)
+        else:
+            self.spans = self._cut(src[self.units].amax(1).tolist(), tgt[self.units].amax(1).tolist(),
+                                   lambda n, s, t: n * world_size * (s + t) > max_tokens, max)
 
-        self.spans = []  # [first unit, end unit) of each batch
-        first, longest_src, longest_tgt = 0, 0, 0
+    @staticmethod
+    def _cut(unit_src: list, unit_tgt: list, over, combine) -> list:
+        """[first unit, end unit) of each batch: consecutive units, a new batch whenever adding the next unit
+        would make over(units, combined source, combined target) true (combine: sum of real tokens, or max of
+        the longest lengths)."""
+        spans, first, s_acc, t_acc = [], 0, 0, 0
         for u, (s, t) in enumerate(zip(unit_src, unit_tgt)):
-            s2, t2 = max(longest_src, s), max(longest_tgt, t)
-            if (u - first + 1) * world_size * (s2 + t2) > max_tokens:  # padded size if unit u joined
-                self.spans.append((first, u))
+            s2, t2 = combine((s_acc, s)), combine((t_acc, t))
+            if over(u - first + 1, s2, t2):  # the batch if unit u joined
+                spans.append((first, u))
                 first, s2, t2 = u, s, t
-            longest_src, longest_tgt = s2, t2
-        self.spans.append((first, len(unit_src)))
+            s_acc, t_acc = s2, t2
+        spans.append((first, len(unit_src)))
+        return spans
 
     def __len__(self) -> int:
         return len(self.spans)
@@ -400,6 +423,23 @@ class TokenBatches:
         for b in self.order(epoch)[start:]:
             first, end = self.spans[b]
             yield self.units[first:end, self.rank].tolist()
+
+
+def batch_counts(src_lens, tgt_lens, max_tokens: int, count: str) -> dict:
+    """What one epoch of TokenBatches(..., max_tokens, count=count) feeds the model, per batch: the mean (and
+    the largest) real and padded source tokens and target tokens (the decoder's output, tgt_len - 1), as the
+    tensors src (B, S) and tgt_out (B, T) of collate hold them."""
+    src, out = torch.as_tensor(src_lens).flatten(), torch.as_tensor(tgt_lens).flatten() - 1
+    rows = {"real_src": [], "real_tgt": [], "padded_src": [], "padded_tgt": []}
+    for idx in TokenBatches(src, out + 1, max_tokens, shuffle=False, count=count).batches(0):
+        idx = torch.tensor(idx)
+        rows["real_src"].append(int(src[idx].sum()))
+        rows["real_tgt"].append(int(out[idx].sum()))
+        rows["padded_src"].append(len(idx) * int(src[idx].max()))  # B * S
+        rows["padded_tgt"].append(len(idx) * int(out[idx].max()))  # B * T
+    real, padded = sum(rows["real_src"] + rows["real_tgt"]), sum(rows["padded_src"] + rows["padded_tgt"])
+    return dict(batches=len(rows["real_src"]), real_share=real / padded,
+                **{k: sum(v) / len(v) for k, v in rows.items()}, **{f"{k}_max": max(v) for k, v in rows.items()})
 
 
 def collate(rows, pad_id: int = PAD) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -59,10 +59,10 @@ def check_seq2seq(cfg) -> None:
 class Pairs:
     """A split held in memory as (src, tgt) id tensors, batched by token count (sec. 5.1)."""
 
-    def __init__(self, ds, max_tokens: int, rt, shuffle: bool, seed: int = 0):
+    def __init__(self, ds, max_tokens: int, rt, shuffle: bool, seed: int = 0, count: str = "padded"):
         self.rows = data.pairs(ds)
         self.batcher = data.TokenBatches(ds["src_len"][:], ds["tgt_len"][:], max_tokens, shuffle=shuffle,
-                                         seed=seed, rank=rt.rank, world_size=rt.world_size)
+                                         seed=seed, rank=rt.rank, world_size=rt.world_size, count=count)
         self.device = rt.device
 
     def __len__(self) -> int:
@@ -86,8 +86,8 @@ def comparison_data(cfg, rt, scored: str) -> SimpleNamespace:
     n = min(cfg.test_size or len(sources), len(sources))
     return SimpleNamespace(
         tok=splits["tokenizer"], positions=longest + decode.EXTRA_LENGTH + 1,
-        train=Pairs(splits["train"], cfg.batch_tokens, rt, shuffle=True, seed=cfg.seed),
-        valid=Pairs(splits["val"], cfg.batch_tokens, rt, shuffle=False),
+        train=Pairs(splits["train"], cfg.batch_tokens, rt, shuffle=True, seed=cfg.seed, count=cfg.batching),
+        valid=Pairs(splits["val"], cfg.batch_tokens, rt, shuffle=False, count=cfg.batching),
         ids=[row["src"] for row in splits[scored].select(range(n))], references=references[:n], n=n,
         complete=n == len(sources))
 

@@ -63,16 +63,20 @@ class Config(TrainConfig):
     warmup: int = arg(4000, "warm-up steps (translate/copy: of the paper's schedule, eq. 3; charlm: linear)")
     clip: float = arg(0.0, "clip the global gradient norm to this value (0 = never; the paper does not clip)")
     # translation and copying
-    batch_tokens: int = arg(50000, "padded source + target tokens per step, over all ranks (the paper: ~25000 "
-                            "of each)", only=SEQ2SEQ)
+    batch_tokens: int = arg(50000, "tokens per step, source and target together, over all ranks (the paper: "
+                            "~25000 real tokens of each, --batching real)", only=SEQ2SEQ)
+    batching: str = arg("padded", "real: at most --batch-tokens / 2 real (non-pad) source tokens and as many real "
+                        "target tokens a step (the paper, sec. 5.1); padded: at most --batch-tokens padded source + "
+                        "target tokens (bounds the tensors)", choices=data.TokenBatches.COUNTS, only=SEQ2SEQ)
     label_smoothing: float = arg(0.1, "epsilon_ls of sec. 5.4", only=SEQ2SEQ)
     corpus: str = arg("multi30k", "multi30k (de->en, the files under the data root), multi30k-hub (the same "
                       "from the Hugging Face hub), wmt14 (en->de, the paper's task; hub, needs the network)",
                       choices=CORPORA, only="translate")
     vocab_size: int = arg(8000, "joint BPE vocabulary (the paper: about 37000 for WMT14 en-de)", only=TRANSLATION)
     max_len: int = arg(0, "drop training pairs longer than this many tokens (0 = keep all)", only=TRANSLATION)
-    average: int = arg(0, "decode with the average of the last K checkpoints' weights (one is kept every "
-                       "--ckpt-every steps; the paper averaged 5 for base); 0 = the final weights", only="translate")
+    average: int = arg(0, "decode with the average of the last K checkpoints' weights (kept at the last step and "
+                       "every --ckpt-every steps before it; the paper averaged 5 for base, 20 for big); 0 = the "
+                       "final weights", only="translate")
     beam: int = arg(4, "beam size for the test translations (1 = greedy)", only=TRANSLATION)
     alpha: float = arg(0.6, "length penalty alpha of the beam search (Wu et al. 2016)", only=TRANSLATION)
     test_size: int = arg(0, "translate only the first N test sentences (ablations: dev sentences; 0 = all)",
@@ -108,9 +112,16 @@ class Config(TrainConfig):
     log_every: int = arg(100, "log the training loss and throughput every N steps (and at the last)")
 
 
+# The base model's recipe, Vaswani et al. 2017: Table 3 (its shape), sec. 5.1 (a shared BPE vocabulary of about
+# 37000; batches of ~25000 real source and ~25000 real target tokens), sec. 5.2 (100,000 steps at ~0.4 s a step),
+# sec. 5.3 (warm-up 4000), sec. 5.4 (P_drop 0.1), sec. 6.1 (the last 5 checkpoints, written at 10-minute
+# intervals, averaged: 10 min / 0.4 s = 1,500 steps). max_len 256 is ours (drops WMT's few very long pairs).
 PAPER = dict(corpus="wmt14", vocab_size=37000, **{"d_model": 512, "layers": 6, "heads": 8, "d_ff": 2048},
-             dropout=0.1, batch_tokens=50000, steps=100_000, warmup=4000, lr=1.0, average=5, ckpt_every=2000,
-             eval_every=2000, max_len=256)  # sec. 5: base model, 100k steps; the last 5 checkpoints averaged
+             dropout=0.1, batch_tokens=50000, batching="real", steps=100_000, warmup=4000, lr=1.0, average=5,
+             ckpt_every=1500, eval_every=2000, max_len=256)
+# The big model: Table 3 (d_model 1024, h 16, d_ff 4096, P_drop 0.3), sec. 5.2 (300,000 steps at ~1.0 s a step),
+# sec. 6.1 (the last 20 checkpoints averaged; 10 minutes = 600 of its steps)
+PAPER_BIG = dict(PAPER, d_model=1024, heads=16, d_ff=4096, dropout=0.3, steps=300_000, average=20, ckpt_every=600)
 BABY_GPT = dict(layers=6, heads=6, d_model=384, context=256, dropout=0.2, batch_size=64, lr=1e-3, steps=5000,
                 warmup=100, weight_decay=0.1, eval_every=250, ckpt_every=1000)  # nanoGPT's train_shakespeare_char
 VS_LSTM_GPU = dict(BABY_GPT, steps=0, budget_seconds=600, lstm_lr=1e-3, clip=1.0, eval_every=250,
@@ -118,6 +129,7 @@ VS_LSTM_GPU = dict(BABY_GPT, steps=0, budget_seconds=600, lstm_lr=1e-3, clip=1.0
 
 PRESETS = {
     "translate/paper": PAPER,
+    "translate/big": PAPER_BIG,  # --preset big: the paper's big model (not run here)
     # one GPU, Multi30k: base width, 3 + 3 layers and dropout 0.3 (29k sentence pairs overfit the paper's 6 + 6 at
     # 0.1), ~48 epochs, the last 5 checkpoints (every 250 steps) averaged; not run here (NOTES.md)
     "translate/default": dict(d_model=512, layers=3, heads=8, d_ff=2048, dropout=0.3, vocab_size=8000,
@@ -128,8 +140,8 @@ PRESETS = {
                             batch_tokens=6000, steps=800, warmup=300, lr=0.5, average=3, ckpt_every=100,
                             eval_every=200, precision="auto", impl="scratch", log_every=50),
     "translate/smoke": dict(d_model=32, layers=1, heads=2, d_ff=64, dropout=0.1, vocab_size=300, batch_tokens=1500,
-                            steps=6, warmup=4, average=2, ckpt_every=3, eval_every=3, test_size=20, beam=1,
-                            log_every=2, threads=1),
+                            steps=6, warmup=4, average=2, ckpt_every=3, eval_every=3, test_size=20,
+                            log_every=2, threads=1),  # the paper's beam 4, alpha 0.6 (0.4 s for 20 sentences)
     # the copy task: the same training code, seconds
     **{f"copy/{p}": dict(d_model=64, layers=2, heads=4, d_ff=256, dropout=0.1, batch_tokens=4000, steps=400,
                          warmup=100, lr=0.3, eval_every=100, ckpt_every=400) for p in ("paper", "default", "quick")},
@@ -139,7 +151,8 @@ PRESETS = {
     # for the same seconds (NOTES.md, "Before the Transformer"). paper: the base model against Bahdanau et
     # al.'s sizes (m 620, n 1000), an hour each on one GPU; default: translate/default's Transformer, 20
     # minutes each; neither run here. quick: translate/quick's Transformer with half its warm-up (the budget
-    # holds about half its 800 steps) at the same peak rate, 8 CPU minutes each
+    # holds about half its 800 steps) at the same peak rate, 8 CPU minutes each. The paper presets of vs_rnn
+    # and ablations batch as the paper did (--batching real, from PAPER), 4,000 real tokens a side on Multi30k
     "vs_rnn/paper": dict(PAPER, corpus="multi30k", vocab_size=8000, dropout=0.3, batch_tokens=8000, steps=0,
                          budget_seconds=3600, average=0, max_len=0, rnn_embed=620, rnn_hidden=1000,
                          eval_every=500, ckpt_every=10 ** 6, precision="auto"),
@@ -209,8 +222,8 @@ def train_seq2seq(cfg: Config, rt, run, splits: dict, vocab_size: int, max_len: 
     Adam(0.9, 0.98, 1e-9), the warm-up-then-inverse-square-root rate of eq. 3, label smoothing, token-count
     batches, validation NLL at each eval point. With --average K the weights at each checkpoint are kept
     (the last K of them) in the run directory."""
-    train = Pairs(splits["train"], cfg.batch_tokens, rt, shuffle=True, seed=cfg.seed)
-    valid = Pairs(splits["val"], cfg.batch_tokens, rt, shuffle=False)
+    train = Pairs(splits["train"], cfg.batch_tokens, rt, shuffle=True, seed=cfg.seed, count=cfg.batching)
+    valid = Pairs(splits["val"], cfg.batch_tokens, rt, shuffle=False, count=cfg.batching)
     model = transformer_from(vars(cfg), vocab_size, max_len).to(rt.device)
     opt, sched = paper_optimizer(model, cfg)  # sec. 5.3, eq. 3
     scaler = rt.grad_scaler()
@@ -233,8 +246,9 @@ class KeptWeights:
         return sorted(self.dir.glob("weights-*.pt"))
 
     def add(self, model, step: int) -> None:
-        """Keep the weights after `step` if it is a checkpoint step (every `every` and the last)."""
-        if self.k < 1 or not self.rt.is_main or (step % self.every and step != self.total):
+        """Keep the weights after `step` if it is a checkpoint step: the last, and every `every` steps before
+        it (so the averaged ones are equally spaced, as the paper's were: 10 minutes apart)."""
+        if self.k < 1 or not self.rt.is_main or (self.total - step) % self.every:
             return
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         tmp = self.dir / f"weights-{step:08d}.pt.tmp"
