@@ -4,11 +4,13 @@ same batches from the same initial state, and scored on the development set."""
 import importlib
 
 import pytest
+import torch
 
 from common.session import Diverged
 from tests.conftest import only_run_dir, read_metrics, read_summary
 
 ablations = importlib.import_module("milestones.06_transformer.ablations")
+data = importlib.import_module("milestones.06_transformer.data")
 seq2seq = importlib.import_module("milestones.06_transformer.seq2seq")
 train = importlib.import_module("milestones.06_transformer.train")
 
@@ -16,10 +18,24 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 SMOKE_D = 32  # ablations/smoke's d_model
 
 
+TRAINED = {}  # arm -> what the smoke run handed to fit(): its config, its model's settings, initial weights, rate
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, data_root):
     out = tmp_path_factory.mktemp("ablations")
-    train.main(["--experiment", "ablations", "--preset", "smoke", "--out-dir", str(out)])
+    real_fit = ablations.fit
+
+    def fit(arm, cfg, rt, run, train_pairs, valid, model, opt, *args, **kw):
+        layer = model.encoder[0]
+        TRAINED[arm] = dict(cfg=cfg, h=layer.self_attn.h, norm=layer.sub1.norm, positions=model.positions,
+                            lr_1=opt.param_groups[0]["lr"],
+                            init={k: v.clone() for k, v in model.state_dict().items()})
+        return real_fit(arm, cfg, rt, run, train_pairs, valid, model, opt, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ablations, "fit", fit)
+        train.main(["--experiment", "ablations", "--preset", "smoke", "--out-dir", str(out)])
     return only_run_dir(out, "06_transformer")
 
 
@@ -30,6 +46,16 @@ def test_without_warmup_the_rate_is_eq3s_peak_then_eq3():
     for s in (151, 400, 10_000):
         assert seq2seq.rate_without_warmup(s, d, w) == seq2seq.rate(s, d, w) < peak
     assert seq2seq.rate(1, d, w) < peak / 100  # the ramp the arm removes
+
+
+def test_the_arms_are_table_3s_rows_with_its_dev_bleu():
+    # Vaswani et al. 2017, Table 3 (newstest2013 dev BLEU): base 25.8; (A) h = 1: 24.9; (D) epsilon_ls = 0: 25.3;
+    # (E) positional embedding instead of sinusoids: 25.7. The no-warm-up arms are not in the table.
+    assert {arm: (changes, paper) for arm, (changes, _, paper) in ablations.ARMS.items()} == {
+        "base": ({}, 25.8), "one_head": ({"heads": 1}, 24.9), "no_smoothing": ({"label_smoothing": 0.0}, 25.3),
+        "learned": ({"positions": "learned"}, 25.7), "post_no_warmup": ({"norm": "post"}, None),
+        "pre_no_warmup": ({"norm": "pre"}, None)}
+    assert [arm for arm, (_, warm, _) in ablations.ARMS.items() if not warm] == ["post_no_warmup", "pre_no_warmup"]
 
 
 def test_each_arm_changes_one_thing(smoke_run):
@@ -57,15 +83,47 @@ def test_each_arm_changes_one_thing(smoke_run):
     assert card["params_one_head"] == card["params_base"]
 
 
-def test_smoke_run_scores_every_arm_on_the_dev_set(smoke_run):
+def test_the_run_trained_each_arm_with_its_one_change_from_the_same_start(smoke_run):
+    """What run_ablations handed to each arm's training: the config differs from base's in the one setting the
+    arm names and nothing else, the model is built from it, every arm but `learned` starts from base's very
+    weights, and eq. 3 keeps its warm-up in every arm but the no_warmup ones."""
+    assert list(TRAINED) == list(ablations.ARMS)
+    base = TRAINED["base"]
+    for arm, got in TRAINED.items():
+        changed = {k: getattr(got["cfg"], k) for k in vars(base["cfg"])
+                   if getattr(got["cfg"], k) != getattr(base["cfg"], k)}
+        assert changed == {k: v for k, v in ablations.ARMS[arm][0].items() if getattr(base["cfg"], k) != v}, arm
+        assert (got["h"], got["norm"], got["positions"]) == (got["cfg"].heads, got["cfg"].norm,
+                                                             got["cfg"].positions), arm
+        warm = ablations.ARMS[arm][1]
+        assert got["lr_1"] == pytest.approx(seq2seq.rate(1 if warm else 4, SMOKE_D, 4)), arm  # smoke: warm-up 4
+        shared = set(got["init"]) & set(base["init"])
+        if arm != "learned":  # a learned table draws from the RNG before the layers do
+            assert all(torch.equal(got["init"][k], base["init"][k]) for k in shared), arm
+    assert {arm: changed_one for arm, changed_one in (
+        ("one_head", TRAINED["one_head"]["h"]), ("no_smoothing", TRAINED["no_smoothing"]["cfg"].label_smoothing),
+        ("learned", TRAINED["learned"]["positions"]), ("pre_no_warmup", TRAINED["pre_no_warmup"]["norm"]))} == \
+        dict(one_head=1, no_smoothing=0.0, learned="learned", pre_no_warmup="pre")  # Table 3 rows A, D, E; pre-LN
+    assert (base["h"], base["cfg"].label_smoothing, base["positions"], base["norm"]) == (2, 0.1, "sinusoidal", "post")
+    losses = {r["model"]: r["loss"] for r in read_metrics(smoke_run) if r["split"] == "train" and r["step"] == 2}
+    assert all(losses[arm] != losses["base"] for arm in ablations.ARMS if arm != "base")  # each change acted
+
+
+def test_smoke_run_scores_every_arm_on_the_dev_set(smoke_run, data_root):
+    import sacrebleu
+
     card = read_summary(smoke_run)
     assert card["arms"] == list(ablations.ARMS)
     assert card["value"] == card["bleu_base"] and card["paper_value"] == 25.8
+    references = data.read_lines(data_root / "multi30k" / "val.en.gz")[:20]  # the dev set, as Table 3's
+    rows = read_metrics(smoke_run)
     for arm in ablations.ARMS:
         assert card[f"diverged_{arm}"] is False
-        assert card[f"valid_loss_{arm}"] > 0 and card[f"bleu_{arm}"] >= 0
-        assert len((smoke_run / f"translations-{arm}.txt").read_text().splitlines()) == 20
-    rows = read_metrics(smoke_run)
+        written = (smoke_run / f"translations-{arm}.txt").read_text().splitlines()
+        assert len(written) == 20
+        assert card[f"bleu_{arm}"] == round(sacrebleu.corpus_bleu(written, [references]).score, 2)
+        last = [r["loss"] for r in rows if r["split"] == "valid" and r["model"] == arm][-1]
+        assert card[f"valid_loss_{arm}"] == round(last, 4)
     assert {r["model"] for r in rows if r["split"] == "dev"} == set(ablations.ARMS)
     assert sorted(r["step"] for r in rows if r["split"] == "valid" and r["model"] == "base") == [3, 6]
     assert (smoke_run / "ablations.png").stat().st_size > 1000

@@ -34,6 +34,14 @@ def small(vocab=40, seed=0):
     return rnn.RNNSearch(vocab, m=12, n=16, n_align=10, l=8, dropout=0.0, pad_id=data.PAD).eval()
 
 
+def test_the_rnn_arm_clips_at_bahdanaus_norm_and_trains_at_its_sizes():
+    vs_rnn = importlib.import_module("milestones.06_transformer.vs_rnn")
+    assert vs_rnn.RNN_CLIP == 1.0  # Bahdanau et al. 2015, appendix A.2.2: gradient norm renormalised to at most 1
+    cfg = train.Config(**{**vars(train.Config()), **train.PRESETS["vs_rnn/smoke"]})
+    net, _, _, clip = vs_rnn.build("rnn", cfg, 300, 64)
+    assert (net.m, net.n, clip) == (cfg.rnn_embed, cfg.rnn_hidden, 1.0)
+
+
 def test_reverse_padded_reverses_each_sentence_and_keeps_its_padding():
     x = torch.arange(1, 6.0)[None, :, None].repeat(2, 1, 1)  # (2, 5, 1): 1 2 3 4 5 in both rows
     out = rnn.reverse_padded(x, torch.tensor([5, 3]))[..., 0]
@@ -103,14 +111,19 @@ def smoke_run(tmp_path_factory, data_root):
     return only_run_dir(out, "06_transformer")
 
 
-def test_smoke_run_writes_both_arms(smoke_run):
+def test_smoke_run_writes_both_arms(smoke_run, data_root):
+    import sacrebleu
+
     card = read_summary(smoke_run)
+    references = data.read_lines(data_root / "multi30k" / "test_2016_flickr.en.gz")[:20]
     for arm in ("transformer", "rnn"):
         for key in ARM_KEYS:
             assert card[f"{key}_{arm}"] is not None, f"{key}_{arm}"
         assert card[f"steps_{arm}"] == 6  # the smoke preset counts steps, not seconds
         assert (smoke_run / f"checkpoint-{arm}.pt").is_file()
-        assert len((smoke_run / f"translations-{arm}.txt").read_text().splitlines()) == 20
+        written = (smoke_run / f"translations-{arm}.txt").read_text().splitlines()
+        assert len(written) == 20
+        assert card[f"bleu_{arm}"] == round(sacrebleu.corpus_bleu(written, [references]).score, 2)
     assert card["value"] == pytest.approx(card["bleu_transformer"] - card["bleu_rnn"], abs=0.011)
     assert card["params_rnn"] == sum(p.numel() for p in rnn.RNNSearch(300, 16, 16).parameters())
     assert card["lr_means"] == "factor on the paper's schedule (eq. 3)"  # --lr is the Transformer's factor on eq. 3
