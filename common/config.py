@@ -17,6 +17,7 @@ import sys
 import typing
 from dataclasses import dataclass, field
 
+from .cli import Parser
 from .errors import UserError
 
 PRESET_NAMES = ("paper", "default", "quick", "smoke")
@@ -87,7 +88,7 @@ def build_parser(cls, prog: str, description: str, presets: dict, experiments: d
     epilog = None
     if experiments:
         epilog = "experiments:\n" + "\n".join(f"  {name:<22} {_first_line(fn.__doc__)}" for name, fn in experiments.items())
-    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+    p = Parser(prog=prog, description=description, epilog=epilog,
                                 formatter_class=_HelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):

@@ -1,10 +1,10 @@
 """python -m milestones {list,train,sample,compare,bench,course}"""
 
-import argparse
 import importlib
 import os
 import sys
 
+from common.cli import Parser
 from common.errors import UserError, exit_on_user_error
 
 from . import COURSE, is_built, meta
@@ -99,7 +99,7 @@ def cmd_course(args) -> None:
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(prog="python -m milestones",
+    p = Parser(prog="python -m milestones",
                                 description="Run the history of deep learning: train, sample and compare its "
                                             "milestone models.")
     sub = p.add_subparsers(dest="command", required=True, metavar="{list,train,sample,compare,bench,course}")

@@ -336,3 +336,21 @@ def test_check_integrity_compares_the_md5(tmp_path):
     good = hashlib.md5(path.read_bytes()).hexdigest()
     assert check_integrity(path, good) and check_integrity(path, None)
     assert not check_integrity(path, "0" * 32) and not check_integrity(tmp_path / "missing", good)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train", "06_transformer", "--preset", "quik"], "invalid choice: 'quik'"),
+    (["train", "01_dnn", "--learning-rate", "0.1"], "did you mean --lr?"),
+    (["train", "04_resnet", "--epoch", "3"], "did you mean --epochs?"),  # an abbreviation is refused, not taken
+    (["compare", "--formt", "csv"], "did you mean --format?"),
+    (["trian", "01"], "did you mean train?"),
+])
+def test_a_command_line_mistake_is_one_line_on_stderr_and_exit_2(argv, says):
+    r = run_cli(*argv)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and says in r.stderr, r.stderr
+
+
+def test_help_still_shows_every_flag():
+    r = run_cli("train", "01_dnn", "--help")
+    assert r.returncode == 0 and "--batch-size" in r.stdout and "--preset" in r.stdout
