@@ -141,7 +141,8 @@ def main(argv=None) -> None:
     b = sub.add_parser("bench", help="training speed of each milestone's main model here: examples/s, "
                                      "achieved FLOP/s, share of the device's peak")
     b.add_argument("ids", nargs="*", metavar="id", help="milestones to time (default: every built one)")
-    b.add_argument("--precision", default="fp32,bf16", help="comma-separated precisions to time (fp32, bf16, fp16)")
+    b.add_argument("--precision", default="auto", help="comma-separated precisions to time (auto, fp32, bf16, "
+                                                       "fp16); auto: bf16 where native, else fp32")
     b.add_argument("--steps", type=int, default=10, help="timed training steps per model and precision "
                                                          "(after 2 warm-up steps)")
     b.add_argument("--batch-size", type=int, default=0, help="examples per step for every model (default: each "

@@ -246,9 +246,28 @@ def examples_per_second(case: Case, device: torch.device, precision: str, steps:
     return steps * batch_size / (time.perf_counter() - start)
 
 
+def probe_size(device: torch.device, precision: str, n: int = PROBE_N, seconds: float = PROBE_SECONDS) -> int:
+    """The matmul side for the peak probe: PROBE_N, or smaller where one such matmul would take more than a tenth
+    of the probe's time (bf16 emulated on an AVX2 CPU: one 2048x2048 product took 57 s there)."""
+    side = 256
+    while side < n:
+        a = torch.randn(side, side, device=device, dtype=DTYPES[precision])
+        synchronize(device)
+        t0 = time.perf_counter()
+        a @ a
+        synchronize(device)
+        if (time.perf_counter() - t0) * 8 > seconds / 10:  # the next size up (8x the work) would be too slow
+            break
+        side *= 2
+    return side
+
+
 def matmul_flops(device: torch.device, precision: str, n: int = PROBE_N, seconds: float = PROBE_SECONDS) -> float:
     """FLOP/s of the fastest of n x n matmuls in the precision's dtype, run for about `seconds` (at least 3):
-    on a shared machine the fastest one is the nearest to what the hardware can do."""
+    on a shared machine the fastest one is the nearest to what the hardware can do. On a CPU, n shrinks where
+    the precision is slow there (probe_size), so the probe never hangs."""
+    if device.type == "cpu":
+        n = probe_size(device, precision, n, seconds)
     a, b = (torch.randn(n, n, device=device, dtype=DTYPES[precision]) for _ in range(2))
     a @ b  # warm-up
     synchronize(device)
@@ -294,9 +313,9 @@ def bench(ids=(), precisions=("fp32", "bf16"), steps: int = 10, batch_size: int 
         try:
             case.macs = count_macs(case)
             for p in precisions:
-                if progress:
-                    print(f"bench: {case.milestone} {case.model} {p} ...", file=sys.stderr)
                 rate = examples_per_second(case, dev, p, steps, b)
+                if progress:
+                    print(f"bench: {case.milestone} {case.model} {p}: {rate:,.1f} examples/s", file=sys.stderr)
                 achieved = 3 * 2 * case.macs * rate
                 rows.append(dict(milestone=case.milestone, model=case.model, batch=b, params=count_params(case.net),
                                  macs_per_example=case.macs, precision=p, examples_per_second=rate,
@@ -368,7 +387,7 @@ def main(args) -> None:
     if not precisions:
         raise UserError("--precision takes a comma-separated list, e.g. fp32,bf16")
     rows, peaks = bench(args.ids, precisions, args.steps, args.batch_size, args.device,
-                        progress=sys.stderr.isatty(), threads=args.threads)
+                        progress=True, threads=args.threads)
     if not rows:
         raise UserError("nothing to bench: no chosen milestone could be built")
     print(format_bench(rows, peaks, args.format, str(pick_device(args.device))))

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from common.errors import UserError
 from milestones import bench, history
@@ -75,8 +76,10 @@ def test_bench_language_model_reports_tokens(monkeypatch):
 def test_bench_subcommand_csv(capsys):
     main(["bench", "01", "--steps", "1", "--batch-size", "8", "--precision", "fp32", "--format", "csv",
           "--device", "cpu"])
-    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    out = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(out.out)))
     assert len(rows) == 1 and rows[0]["milestone"] == "01_dnn" and rows[0]["precision"] == "fp32"
+    assert out.err.count("bench: 01_dnn") == 1 and "examples/s" in out.err  # a progress line per model
     assert rows[0]["batch"] == "8" and rows[0]["tokens_per_second"] == ""
     assert float(rows[0]["examples_per_second"]) > 0 and float(rows[0]["peak_flops"]) > 0
 
@@ -93,6 +96,20 @@ def test_bench_skips_what_cannot_be_built(monkeypatch, capsys):
     assert len(warnings) == 2
     assert warnings[0].startswith("warning: skipping 02_cnn_lenet: ModuleNotFoundError")
     assert warnings[1] == "warning: skipping 03_alexnet: not built yet (no train.py)"
+
+
+def test_bench_defaults_to_auto_precision_and_its_probe_never_hangs(monkeypatch):
+    """auto: bf16 only where the hardware has it, so an AVX2 CPU is not made to emulate it; and where a precision
+    is slow, the peak probe shrinks its matmuls instead of running 2048x2048 products for minutes."""
+    from milestones.__main__ import main as cli
+
+    seen = {}
+    monkeypatch.setattr(bench, "main", lambda args: seen.update(precision=args.precision))
+    cli(["bench", "01"])
+    assert seen["precision"] == "auto"
+    cpu = torch.device("cpu")
+    assert bench.probe_size(cpu, "fp32", n=2048, seconds=0.0) == 256  # any time is too long: the smallest
+    assert bench.probe_size(cpu, "fp32", n=512, seconds=1e9) == 512  # all the time in the world: the full size
 
 
 def test_bench_bad_input():
