@@ -188,3 +188,20 @@ def test_compare_course_shows_each_chapters_run_it_command_with_its_seeds_merged
     out = compare(str(tmp_path), course=True).splitlines()
     assert out[0].split()[:3] == ["milestone", "command", "metric"] and len(out) == 3
     assert out[2].split()[:4] == ["02_cnn_lenet", "train", "02_cnn_lenet", "--preset"] and "0.98% (0.84-1.12)" in out[2]
+
+
+def test_results_holds_records_not_checkpoints_and_stays_lean():
+    files = [p for p in RESULTS.rglob("*") if p.is_file()]
+    assert files, "results/ holds the records behind every published number"
+    assert {p.name for p in files} <= {"summary.json", "config.json", "metrics.jsonl"}
+    assert all(p.parent.parent.name in COURSE for p in files)  # results/<milestone>/<run>/
+    assert sum(p.stat().st_size for p in files) < 8 * 2**20
+    for summary in RESULTS.rglob("summary.json"):
+        assert (summary.parent / "config.json").is_file(), summary
+        assert json.loads(summary.read_text())["machine"]["class"], summary
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=lambda p: str(p.relative_to(REPO)))
+def test_published_tables_equal_their_commands_output(path):
+    """A number in README.md or a NOTES.md table can only change through a run record in results/."""
+    assert stale(path, REPO) == [], f"run: python -m milestones compare --update {path.relative_to(REPO)}"
