@@ -5,6 +5,7 @@ numbers it quotes, so it cannot drift from them. A section begins with one line,
 which is what the timeline shows for that chapter; the rest is printed as written.
 """
 
+import re
 from pathlib import Path
 
 from common.errors import UserError
@@ -82,6 +83,13 @@ def timeline(root: Path = ROOT) -> str:
 RESULTS = ROOT.parent / "results"
 
 
+def plain(text: str) -> str:
+    """Markdown as a terminal should show it: bold and italic marks dropped, links as `text (target)`."""
+    text = re.sub(r"\*\*(.+?)\*\*", r"\1", text)
+    text = re.sub(r"(?<![\w*/])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])", r"\1", text)
+    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"\1 (\2)", text)
+
+
 def recorded(mid: str, results: Path = RESULTS) -> str | None:
     """What the records in results/ say the chapter's Run-it command gives (read now, so the course can never
     quote a number that no record holds), as `compare --course` prints it; None when nothing is recorded."""
@@ -102,7 +110,7 @@ def chapter(mid: str, root: Path = ROOT, results: Path = RESULTS) -> str:
     if body.startswith(ONE_LINE):
         body = body[len(ONE_LINE):].strip()
     i = COURSE.index(mid)
-    body = body[:1].upper() + body[1:]
+    body = plain(body[:1].upper() + body[1:])
     nxt = (f"Next chapter: `python -m milestones course {COURSE[i + 1].split('_', 1)[0]}`" if i + 1 < len(COURSE)
            else "That was the last chapter: `python -m milestones compare` puts your runs side by side.")
     table = recorded(mid, results)
