@@ -68,7 +68,7 @@ def test_causal_is_bottom_right_aligned_for_cached_queries():
 
 
 def test_sinusoidal_encoding_is_the_formula():
-    pe = model.sinusoidal_encoding(50, 16)
+    pe = model.sinusoidal_encoding(50, 16)  # Vaswani et al. 2017, sec. 3.5: sin / cos of pos / 10000^(2i/d_model)
     assert pe.shape == (50, 16)
     for pos, i in [(0, 0), (1, 0), (3, 2), (17, 5), (49, 7)]:
         angle = pos / 10000 ** (2 * i / 16)
@@ -197,12 +197,12 @@ def test_gpt_init_tying_and_param_counts():
     net = gpt.GPT(65)  # nanoGPT's baby GPT: 6 layers, 6 heads, 384 wide, context 256, 65 characters
     assert net.lm_head.weight is net.wte.weight
     d, L = 384, 6
-    assert net.num_params() == 65 * d + 256 * d + L * (12 * d * d + 13 * d) + 2 * d == 10_770_816
+    assert net.num_params() == 65 * d + 256 * d + L * (12 * d * d + 13 * d) + 2 * d == 10_770_816  # NOTES.md
     lean = gpt.GPT(65, bias=False)
     assert lean.num_params(exclude_positions=True) == 10_646_784  # nanoGPT prints 10.65M
     std = net.blocks[0].attn.W_O.weight.std().item()
-    assert abs(std / (0.02 / math.sqrt(2 * L)) - 1) < 0.05
-    assert abs(net.blocks[0].mlp.c_fc.weight.std().item() / 0.02 - 1) < 0.05
+    assert abs(std / (0.02 / math.sqrt(2 * L)) - 1) < 0.05  # GPT-2 sec. 2.3: residual layers x 1/sqrt(N)
+    assert abs(net.blocks[0].mlp.c_fc.weight.std().item() / 0.02 - 1) < 0.05  # GPT sec. 4.1: N(0, 0.02)
 
 
 def test_tiny_transformer_learns_to_copy():
