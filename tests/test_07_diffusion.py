@@ -145,9 +145,50 @@ def test_unet_rejects_bad_sizes():
         tiny_unet(attn_resolutions=(16,))  # 28x28 with two levels has resolutions 28 and 14
 
 
-def test_paper_cifar10_unet_has_35_7M_parameters():
+def test_paper_cifar10_unet_has_35_746_307_parameters():
     n = sum(p.numel() for p in UNet().parameters())  # ch 128, mults 1,2,2,2, 2 blocks, attention at 16
-    assert abs(n - 35.7e6) < 0.01 * 35.7e6, n
+    assert n == 35_746_307  # Ho et al. 2020, App. B: "35.7 million parameters"; exactly this in the release's net
+
+
+def test_unet_is_the_papers_cifar10_layout():
+    """Ho et al. 2020, App. B: four resolutions (32 to 4), two residual blocks per resolution on the way down (three
+    on the way up, one per kept tensor), self-attention at 16 x 16 and in the middle, GroupNorm in place of weight
+    norm, the time embedding through a two-layer MLP of width 4 ch; ch 128 and multipliers (1, 2, 2, 2) as the
+    released CIFAR-10 run sets them. Each block as (input channels, output channels)."""
+    net = UNet()
+
+    def blocks(level):
+        return [(b.conv1.in_channels, b.conv1.out_channels) for b in level.blocks]
+
+    def attention(level):
+        return [isinstance(a, unet.Attention) for a in level.attn]
+    assert (net.conv_in.in_channels, net.conv_in.out_channels) == (3, 128)
+    assert [(m.in_features, m.out_features) for m in net.temb if isinstance(m, torch.nn.Linear)] == [(128, 512),
+                                                                                                    (512, 512)]
+    # down: 32 x 32 at 128, then 16, 8, 4 at 256 (multipliers 1, 2, 2, 2)
+    assert [blocks(level) for level in net.down] == [[(128, 128)] * 2, [(128, 256), (256, 256)], [(256, 256)] * 2,
+                                                     [(256, 256)] * 2]
+    assert [attention(level) for level in net.down] == [[False] * 2, [True] * 2, [False] * 2, [False] * 2]
+    assert [isinstance(level.downsample, unet.Downsample) for level in net.down] == [True, True, True, False]
+    assert [(b.conv1.in_channels, b.conv1.out_channels) for b in (net.mid1, net.mid2)] == [(256, 256)] * 2
+    assert isinstance(net.mid_attn, unet.Attention)
+    # up, from 4 x 4: each block takes the running tensor and one kept tensor (128 from the 32 x 32 level)
+    assert [blocks(level) for level in net.up] == [[(512, 256)] * 3, [(512, 256)] * 3,
+                                                   [(512, 256), (512, 256), (384, 256)],
+                                                   [(384, 128), (256, 128), (256, 128)]]
+    assert [attention(level) for level in net.up] == [[False] * 3, [False] * 3, [True] * 3, [False] * 3]
+    assert [isinstance(level.upsample, unet.Upsample) for level in net.up] == [True, True, True, False]
+    assert (net.conv_out.in_channels, net.conv_out.out_channels) == (128, 3)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert {m.num_groups for m in norms} == {32}  # Wu & He's 32 groups, as the release
+    drops = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(drops) == 4 * 2 + 2 + 4 * 3 and {m.p for m in drops} == {0.1}  # App. B: 0.1 on CIFAR-10
+    sizes = {}  # the resolution each level works at, seen from a forward pass
+    for i, level in enumerate(net.down):
+        level.blocks[0].register_forward_hook(lambda m, a, out, i=i: sizes.setdefault(i, tuple(out.shape[1:])) and None)
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 32, 32), torch.tensor([10])).shape == (1, 3, 32, 32)
+    assert sizes == {0: (128, 32, 32), 1: (256, 16, 16), 2: (256, 8, 8), 3: (256, 4, 4)}
 
 
 def test_unet_uses_t_and_starts_predicting_zero():

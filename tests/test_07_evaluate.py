@@ -176,6 +176,21 @@ def test_real_images_are_the_test_images_the_scores_compare_against(mnist_clf, d
     assert s["fcd"] == pytest.approx(0.0, abs=1e-3) and s["fcd_real"] > 1.0  # the same set, not another draw
 
 
+def test_kid_is_the_plain_mmd2_over_subsets_of_half_the_samples(mnist_clf, mnist, monkeypatch):
+    """score_samples' KID: 100 subsets (by default) of min(1000, n // 2) a side, 500 at the quick presets' n = 1,000,
+    and the value is kid()'s own, unscaled (no factor of 10^3)."""
+    clf, sizes, kid = mnist_clf[1], [], ev.kid
+    monkeypatch.setattr(ev, "kid", lambda a, b, subsets, size, seed: sizes.append((subsets, size)) or
+                        kid(a, b, subsets, size, seed))
+    x = mnist["test"][0][:2400].float() / 255
+    for n in (300, 1000, 2400):
+        s = ev.score_samples(x[:n], "mnist", n=n, classifier=clf, kid_subsets=3)
+        real = ev.features(clf, ev.real_images("mnist", None, n, 0)["test"].float() / 255)
+        assert s["kid"] == pytest.approx(kid(real, ev.features(clf, x[:n]), 3, min(1000, n // 2), 0)[0], rel=1e-9)
+    assert sizes == [(3, 150)] * 2 + [(3, 500)] * 2 + [(3, 1000)] * 2  # the samples' KID, then real vs real
+    assert sizes and ev.score_samples.__defaults__[-2:] == (100, 1000)  # kid_subsets, kid_subset_size
+
+
 def test_mode_collapse_shows_in_the_class_entropy(mnist_clf, mnist):
     one = mnist["test"][0][:1].float() / 255
     s = ev.score_samples(one.repeat(64, 1, 1, 1), "mnist", n=64, classifier=mnist_clf[1], kid_subsets=10)

@@ -310,7 +310,55 @@ def test_dcgan_shapes(size, c, start):
         gan.DCGenerator(image_size=30)
 
 
+def layer_plan(modules) -> list:
+    """Each layer as a short tuple: kind, channels in and out, kernel and stride (or BatchNorm's channels, the
+    LeakyReLU's slope)."""
+    plan = []
+    for m in modules:
+        if isinstance(m, nn.Linear):
+            plan.append(("linear", m.in_features, m.out_features))
+        elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            kind = "conv" if isinstance(m, nn.Conv2d) and not isinstance(m, nn.ConvTranspose2d) else "convT"
+            plan.append((kind, m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.bias is not None))
+        elif isinstance(m, nn.BatchNorm2d):
+            plan.append(("bn", m.num_features))
+        elif isinstance(m, nn.LeakyReLU):
+            plan.append(("lrelu", m.negative_slope))
+        else:
+            plan.append(type(m).__name__.lower())
+    return plan
+
+
+def test_dcgan_64x64_is_the_papers_layer_sequence_and_channel_plan():
+    """Radford et al. 2015, Figure 1 and sec. 3: z (100) projected to 4 x 4 x 1024, then four fractionally-strided
+    convolutions to 8 x 8 x 512, 16 x 16 x 256, 32 x 32 x 128 and 64 x 64 x 3; BatchNorm after every layer of G but
+    its output (tanh) and every layer of D but its input; ReLU in G, LeakyReLU 0.2 in D; D's last map flattened into
+    one output. 5 x 5 kernels, stride 2, no biases: the released code's."""
+    torch.manual_seed(0)
+    G, D = gan.DCGenerator(100, 64, 3, 128), gan.DCDiscriminator(64, 3, 128)
+    # G's forward: project -> bn0 -> relu -> net (the ReLU after bn0 is F.relu in forward)
+    assert layer_plan([G.project, G.bn0]) == [("linear", 100, 1024 * 4 * 4), ("bn", 1024)]
+    assert layer_plan(G.net) == [("convT", 1024, 512, 5, 2, False), ("bn", 512), "relu",
+                                 ("convT", 512, 256, 5, 2, False), ("bn", 256), "relu",
+                                 ("convT", 256, 128, 5, 2, False), ("bn", 128), "relu",
+                                 ("convT", 128, 3, 5, 2, False), "tanh"]
+    assert layer_plan([*D.net, D.out]) == [("conv", 3, 128, 5, 2, False), ("lrelu", 0.2),
+                                           ("conv", 128, 256, 5, 2, False), ("bn", 256), ("lrelu", 0.2),
+                                           ("conv", 256, 512, 5, 2, False), ("bn", 512), ("lrelu", 0.2),
+                                           ("conv", 512, 1024, 5, 2, False), ("bn", 1024), ("lrelu", 0.2),
+                                           ("linear", 1024 * 4 * 4, 1)]
+    maps = []  # the feature maps' shapes in a forward pass: the figure's 4x4x1024 -> ... -> 64x64x3, and back
+    for m in [G.bn0, *G.net, *D.net]:
+        if isinstance(m, (nn.BatchNorm2d, nn.Tanh)) or (m is D.net[1]):
+            m.register_forward_hook(lambda mod, a, out: maps.append(tuple(out.shape[1:])) and None)
+    with torch.no_grad():
+        D(G(G.noise(2)))
+    assert maps == [(1024, 4, 4), (512, 8, 8), (256, 16, 16), (128, 32, 32), (3, 64, 64),
+                    (128, 32, 32), (256, 16, 16), (512, 8, 8), (1024, 4, 4)]
+
+
 def test_dcgan_init_statistics():
+    # Radford et al. 2015, sec. 4: all weights from a zero-centred normal with standard deviation 0.02
     torch.manual_seed(0)
     G, D = gan.DCGenerator(100, 32, 3, 64), gan.DCDiscriminator(32, 3, 64)
     convs = torch.cat([m.weight.flatten() for net in (G, D) for m in net.modules()

@@ -8,6 +8,10 @@ of a classifier this course trains on the same dataset (TF-GAN calls FID with a 
     FCD = ||mu_r - mu_g||^2 + Tr(C_r + C_g - 2 (C_r^1/2 C_g C_r^1/2)^1/2)              (Frechet / W2 distance)
     KID = unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3, averaged over subsets           (Binkowski et al. 2018)
 
+KID is stored and printed as the plain MMD^2, not scaled by 10^3 (LeNet-5's unnormalised features make it tens to
+hundreds for a generator); `score_samples` averages it over 100 subsets of min(1000, n // 2) images a side, 500 at
+the n = 1,000 of the quick presets.
+
     mnist, fashion_mnist   02's LeNet-5 with its modern options (ReLU, max-pool, full C3, softmax): F6, 84-d
     cifar10                04's ResNet-20: the global-average-pooled 64-d input of its fc layer
 
@@ -353,7 +357,8 @@ def score_samples(samples: torch.Tensor, dataset: str, data_dir=None, n: int = 1
                   device="auto", seed: int = 0, kid_subsets: int = 100, kid_subset_size: int = 1000) -> dict:
     """Score n generated [0, 1] images against n real test images in the classifier's feature space.
 
-    fcd, kid, kid_std          the generated images vs the real test images
+    fcd, kid, kid_std          the generated images vs the real test images; kid is the plain MMD^2 (no 10^3
+                               scaling), averaged over kid_subsets subsets of min(kid_subset_size, n // 2)
     fcd_real, kid_real, ...    n real training images vs the same test images: the floor at this n
     confident_fraction         share of samples classified with max probability >= 0.9 (sharp, recognisable)
     class_entropy              entropy (nats) of the predicted-class histogram; log 10 = 2.303 is full coverage

@@ -29,7 +29,11 @@ def native_shape(dataset: str) -> tuple[int, int, int]:
 
 
 def image_shape(cfg) -> tuple[int, int, int]:
-    """(C, H, W) the model sees: the dataset's, or --image-size for DCGAN and DDPM."""
+    """(C, H, W) the model sees: the dataset's, or --image-size for DCGAN and DDPM; RGB and 64 x 64 unless
+    --image-size says otherwise for an --image-dir (DCGAN's paper size)."""
+    if getattr(cfg, "image_dir", ""):
+        side = cfg.image_size or 64
+        return 3, side, side
     c, h, _ = native_shape(cfg.dataset)
     side = cfg.image_size if cfg.model in ("dcgan", "ddpm") and cfg.image_size else h
     return c, side, side

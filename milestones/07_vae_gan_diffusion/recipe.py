@@ -5,10 +5,13 @@ optimizer, a session per run or per arm, and the yardstick's scoring at the end 
 
 import contextlib
 import copy
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 from torchvision.utils import save_image
 
 from common import data
@@ -35,8 +38,45 @@ def resize(x: torch.Tensor, side: int) -> torch.Tensor:
     return torch.cat(out)
 
 
+IMAGE_FILES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def image_files(folder: str) -> list[Path]:
+    """The image files under `folder` and its subfolders, sorted; none, or no folder, is a UserError."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"--image-dir {folder}: no such folder")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_FILES and p.is_file())
+    if not paths:
+        raise UserError(f"--image-dir {folder} holds no images ({', '.join(IMAGE_FILES)})")
+    return paths
+
+
+def load_folder(folder: str, side: int, limit: int = 0) -> torch.Tensor:
+    """Every image under `folder` (sorted paths, subfolders included; the first `limit` if > 0), each centre-cropped
+    to a square and resized to side x side (PIL bicubic, antialiased), RGB: uint8 (N, 3, side, side)."""
+    paths = image_files(folder)
+    out = torch.empty(len(paths[:limit or None]), 3, side, side, dtype=torch.uint8)
+    for i, path in enumerate(paths[:limit or None]):
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+        except OSError as e:
+            raise UserError(f"cannot read {path} as an image: {e}") from None
+        w, h = im.size
+        s = min(w, h)
+        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        im = im.resize((side, side), Image.BICUBIC)
+        out[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)  # (3, side, side)
+    return out
+
+
 def load_images(cfg) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training and test images, uint8 (N, C, H, W) on the CPU, at the size the model trains on."""
+    """Training and test images, uint8 (N, C, H, W) on the CPU, at the size the model trains on. An image folder
+    has no test split: its first 1,000 training images stand in for it (D's outputs on real images)."""
+    if cfg.image_dir:
+        x = load_folder(cfg.image_dir, image_shape(cfg)[1], cfg.train_size)
+        return x, x[:1000]
     splits = data.load(cfg.dataset, cfg.data_dir)
     x_train, x_test = splits["train"][0], splits["test"][0]
     if cfg.train_size:
@@ -119,7 +159,7 @@ def load_classifier(cfg, rt):
     """The yardstick's classifier, loaded (or trained, once) before training, so a missing one fails now."""
     if cfg.inception_fid and not cfg.fid_samples:
         raise UserError("--inception-fid scores the --fid-samples samples: give --fid-samples > 0")
-    if not cfg.fid_samples or not rt.is_main:
+    if not cfg.fid_samples or cfg.image_dir or not rt.is_main:  # an image folder has no classifier to score with
         return None
     if cfg.inception_fid:
         evaluate.inception_metric()  # its weights, now: a missing download fails before training, not after

@@ -15,6 +15,12 @@ from .model import build, diffusion_of
 from .recipe import GRID, draw, load_images, make_optimizer, samples_dir, save_grid, score, seeded, session
 
 
+def warmup(step: int, steps: int) -> float:
+    """The learning rate's factor at `step` (0-based): rising linearly to 1 over the first `steps` updates, then 1
+    (the release's schedule, 5,000 steps for CIFAR-10)."""
+    return min((step + 1) / max(steps, 1), 1.0)
+
+
 def train_ddpm(cfg, rt, run, clf, arm=None):
     """Algorithm 1: L_simple (eq. 14) at a uniformly drawn t, Adam with warm-up, clipping, and a weight average."""
     nets = build(cfg).to(rt.device)
@@ -28,7 +34,7 @@ def train_ddpm(cfg, rt, run, clf, arm=None):
                               seed=cfg.seed, rank=rt.rank, world_size=rt.world_size)
     total = cfg.steps or cfg.epochs * len(train)
     opt = make_optimizer(cfg, model.parameters())
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / max(cfg.warmup_steps, 1), 1.0))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup(s, cfg.warmup_steps))
     scaler = rt.grad_scaler()
     sess = session(cfg, rt, run, total, len(train), arm)
     state = sess.attach(nets, opt, sched, scaler, extra=lambda: dict(ema=ema.state_dict()), resume=arm is None)
