@@ -180,7 +180,7 @@ def merge_seeds(cards: list[dict]) -> list[dict]:
     return out
 
 
-COURSE_SHOW = ("milestone", "command", "metric", "value", "paper_value", "precision", "train_seconds", "seeds")
+COURSE_SHOW = ("command", "metric", "value", "paper_value", "precision", "train_seconds", "seeds")
 
 
 def course_only(cards: list[dict]) -> list[dict]:

@@ -13,6 +13,7 @@ records; `stale(path)` (the test over README.md and every NOTES.md) lists the on
 
 import contextlib
 import io
+import os
 import re
 import shlex
 from pathlib import Path
@@ -29,18 +30,19 @@ def render(args: str, root: Path | None = None) -> str:
     argv = shlex.split(args)
     if any(a.startswith("--update") or a in ("--plot", "--history") for a in argv):
         raise UserError(f"a generated table's command must print a table: compare {args}")
-    out = io.StringIO()
+    out, err = io.StringIO(), io.StringIO()
     cwd = Path.cwd()
     try:
         if root is not None:
-            import os
             os.chdir(root)
-        with contextlib.redirect_stdout(out):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             main(["compare", *argv])
+    except SystemExit as e:  # nothing recorded yet (or a bad command): the table says so, in one line
+        if e.code != 2:
+            raise
+        return f"(no table: {err.getvalue().strip().removeprefix('error: ')})\n"
     finally:
-        if root is not None:
-            import os
-            os.chdir(cwd)
+        os.chdir(cwd)
     return out.getvalue()
 
 

@@ -186,8 +186,8 @@ def test_compare_course_shows_each_chapters_run_it_command_with_its_seeds_merged
         record(tmp_path, card(seed=seed, value=v), argv=("--preset", "quick", "--threads", "1", "--seed", str(seed)))
     record(tmp_path, card(model="mlp", seed=5, value=0.02), "mlp", argv=("--experiment", "mlp", "--preset", "quick"))
     out = compare(str(tmp_path), course=True).splitlines()
-    assert out[0].split()[:3] == ["milestone", "command", "metric"] and len(out) == 3
-    assert out[2].split()[:4] == ["02_cnn_lenet", "train", "02_cnn_lenet", "--preset"] and "0.98% (0.84-1.12)" in out[2]
+    assert out[0].split()[:2] == ["command", "metric"] and len(out) == 3
+    assert out[2].split()[:4] == ["train", "02_cnn_lenet", "--preset", "quick"] and "0.98% (0.84-1.12)" in out[2]
 
 
 def test_results_holds_records_not_checkpoints_and_stays_lean():
