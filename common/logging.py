@@ -139,7 +139,9 @@ class RunLogger:
             known.update(device=self.rt.device_name, precision=self.rt.precision, world_size=self.rt.world_size)
         if self.cfg is not None:
             known.update(seed=self.cfg.seed, preset=self.cfg.preset)
-        card = {**known, "wall_seconds": seconds_since_start(), **card}  # process start -> this card
+        # process start -> this card, in wall seconds and in the CPU seconds this process used (on a machine others
+        # share, the CPU seconds of a one-thread run are near what it takes alone)
+        card = {**known, "wall_seconds": seconds_since_start(), "cpu_seconds": round(time.process_time(), 1), **card}
         card.setdefault("machine", {**self.machine, "load_end": load_average()})
         missing = [k for k in SUMMARY_KEYS if k not in card]
         if "epochs" not in card and "steps" not in card:

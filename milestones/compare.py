@@ -14,6 +14,7 @@ from .arms import rows as arm_rows
 # key -> title. `experiment: model` is one cell (the arm's name for a multi-arm run); `time` is train_seconds.
 COLUMNS = {"milestone": "milestone", "what": "experiment: model", "preset": "preset", "metric": "metric",
            "value": "ours", "paper_value": "paper", "precision": "prec", "train_seconds": "time",
+           "cpu_seconds": "CPU time", "wall_seconds": "wall time",
            "seeds": "seeds", "load": "load", "dataset": "dataset", "params": "params",
            "examples_per_second": "ex/s", "device": "device", "machine": "machine", "world_size": "procs",
            "seed": "seed", "command": "command", "run": "run"}
@@ -136,7 +137,7 @@ def cell(card: dict, key: str) -> str:
         return f"{mean:.4g} ({lo:.4g}-{hi:.4g})"
     if key in ("value", "paper_value"):
         return _value(card.get(key), percent)
-    if key == "train_seconds":
+    if key in ("train_seconds", "cpu_seconds", "wall_seconds", "seconds_to_target", "seconds_to_result"):
         return _duration(card.get(key))
     if key == "machine":
         return machine_of(card)

@@ -67,6 +67,7 @@ def test_every_run_record_names_its_machine_and_the_load_at_start_and_end(tmp_pa
         assert m["cpu_class"] == here["cpu_class"] and m["cores"] == here["cores"] and m["torch"] == here["torch"]
         assert m["class"] == machine_class(m) and len(m["load_start"]) == 3
     assert len(summary["machine"]["load_end"]) == 3 and "load_end" not in config["machine"]
+    assert 0 < summary["cpu_seconds"] and summary["wall_seconds"] > 0  # CPU seconds: a time that load does not inflate
 
 
 # ---- compare: one row per arm ------------------------------------------------------------------------------
