@@ -160,7 +160,7 @@ def cell(card: dict, key: str) -> str:
 
 def merge_seeds(cards: list[dict]) -> list[dict]:
     """Runs that differ only in their seed (same milestone, experiment, model, preset, metric, precision and
-    machine) become one row: the mean, the range, the number of seeds, and the median training time."""
+    machine) become one row: the mean, the range, the number of seeds, and the median times."""
     groups = {}
     for c in cards:
         k = tuple(str(c.get(f)) for f in ("milestone", "experiment", "model", "preset", "metric", "precision",
@@ -172,11 +172,10 @@ def merge_seeds(cards: list[dict]) -> list[dict]:
         if len(group) == 1 or not all(_number(v) for v in vals) or len({c.get("seed") for c in group}) < len(group):
             out += group
             continue
-        times = sorted(c["train_seconds"] for c in group if _number(c.get("train_seconds")))
-        row = dict(group[0], seed_values=vals, value=sum(vals) / len(vals), seed=",".join(str(c.get("seed"))
-                                                                                           for c in group),
-                   train_seconds=times[len(times) // 2] if times else None, run=group[0]["run"] + " +"
-                   + str(len(group) - 1))
+        median = lambda k: (lambda v: v[len(v) // 2] if v else None)(sorted(c[k] for c in group if _number(c.get(k))))
+        row = dict(group[0], seed_values=vals, value=sum(vals) / len(vals),
+                   seed=",".join(str(c.get("seed")) for c in group), train_seconds=median("train_seconds"),
+                   cpu_seconds=median("cpu_seconds"), run=group[0]["run"] + " +" + str(len(group) - 1))
         out.append(row)
     return out
 
