@@ -128,8 +128,8 @@ def test_eq_3_is_the_formula_and_peaks_at_warmup():
     assert seq2seq.rate(4000, 512, 4000) == pytest.approx(6.99e-4, rel=1e-3)  # NOTES: the base peak, 7.0e-4
 
 
-def test_the_translate_run_trained_with_adam_at_sec_5_3s_constants(tmp_path):
-    """The optimiser state a smoke run saved is Adam(0.9, 0.98, 1e-9) without weight decay."""
+def test_a_copy_run_trained_with_adam_at_sec_5_3s_constants(tmp_path):
+    """The optimiser state a copy run (the translation loop) saved is Adam(0.9, 0.98, 1e-9) without weight decay."""
     train.main(["--experiment", "copy", "--preset", "smoke", "--steps", "2", "--out-dir", str(tmp_path)])
     (ckpt,) = tmp_path.glob("06_transformer/*/checkpoint.pt")
     group = torch.load(ckpt, weights_only=True)["optimizer"]["param_groups"][0]
