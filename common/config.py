@@ -23,6 +23,9 @@ from .errors import UserError
 PRESET_NAMES = ("paper", "default", "quick", "smoke")
 
 
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # --compile: torch.compile's modes, or off
+
+
 def arg(default, help: str, choices=None, only=None):
     """A dataclass field with help text for its command-line flag; `choices` limits its values, `only` names the
     experiments it applies to (giving it to another experiment is an error, not a silently ignored flag)."""
@@ -45,7 +48,9 @@ class TrainConfig:
     device: str = arg("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     precision: str = arg("fp32", "fp32; bf16 autocast (CUDA and CPU); fp16 with GradScaler (CUDA only); auto: "
                          "bf16 where the hardware has it natively, else fp32", choices=("auto", "fp32", "bf16", "fp16"))
-    compile: bool = arg(False, "wrap the model in torch.compile")
+    compile: str = arg("off", "torch.compile the model: default; reduce-overhead (CUDA graphs: for small nets "
+                       "whose steps are launch-bound on a GPU); max-autotune; `--compile` alone = default",
+                       choices=COMPILE_MODES)
     seed: int = arg(0, "random seed (same on every rank)")
     epochs: int = arg(1, "passes over the training set")
     steps: int = arg(0, "optimizer steps to train; when > 0 it replaces --epochs")
@@ -83,6 +88,14 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
 
 
+def _compile_mode(s: str) -> str:
+    """--compile's value: a torch.compile mode, or off (true/false as older commands wrote them)."""
+    v = {"true": "default", "1": "default", "false": "off", "0": "off", "no": "off"}.get(s.lower(), s)
+    if v not in COMPILE_MODES:
+        raise argparse.ArgumentTypeError(f"invalid choice: {s!r} (choose from {', '.join(COMPILE_MODES)})")
+    return v
+
+
 def build_parser(cls, prog: str, description: str, presets: dict, experiments: dict = None) -> argparse.ArgumentParser:
     names = sorted({k.split("/")[-1] for k in presets} | {"default"}, key=lambda n: (n not in PRESET_NAMES, n))
     epilog = None
@@ -100,6 +113,8 @@ def build_parser(cls, prog: str, description: str, presets: dict, experiments: d
             kw["help"] += f" [--experiment {'/'.join(f.metadata['only'])}]"
         if f.name == "preset":
             p.add_argument(flag, choices=names, **kw)
+        elif f.name == "compile":  # --compile alone means torch.compile's default mode; "false" keeps old commands
+            p.add_argument(flag, nargs="?", const="default", type=_compile_mode, metavar="MODE", **kw)
         elif f.name == "experiment" and experiments:
             p.add_argument(flag, choices=list(experiments), **kw)
         elif t is bool:

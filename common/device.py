@@ -110,13 +110,15 @@ class Runtime:
             return torch.cuda.get_device_name(self.device)
         return self.device.type
 
-    def wrap(self, model: torch.nn.Module, compile: bool = False) -> torch.nn.Module:
-        """DDP-wrap (when distributed) and optionally torch.compile a model already on self.device."""
+    def wrap(self, model: torch.nn.Module, compile="off") -> torch.nn.Module:
+        """DDP-wrap (when distributed) and optionally torch.compile a model already on self.device. `compile` is a
+        mode (default, reduce-overhead: CUDA graphs, max-autotune) or off; True/False as older records have it."""
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        if compile:
-            model = torch.compile(model)
+        mode = {True: "default", False: "off", None: "off"}.get(compile, compile)
+        if mode != "off":
+            model = torch.compile(model, mode=None if mode == "default" else mode)
         return model
 
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:

@@ -37,8 +37,10 @@ def test_presets_layer_under_explicit_flags():
     assert (q.epochs, q.width, q.preset) == (3, 16, "quick")
     assert parse_config(Cfg, ["--preset", "quick", "--experiment", "b"], PRESETS).width == 32
     assert parse_config(Cfg, ["--preset", "quick", "--experiment", "b", "--width", "5"], PRESETS).width == 5
-    assert parse_config(Cfg, ["--compile"], PRESETS).compile is True
-    assert parse_config(Cfg, ["--compile", "false"], PRESETS).compile is False
+    assert parse_config(Cfg, ["--compile"], PRESETS).compile == "default"
+    assert parse_config(Cfg, ["--compile", "false"], PRESETS).compile == "off"
+    assert parse_config(Cfg, ["--compile", "reduce-overhead"], PRESETS).compile == "reduce-overhead"
+    assert parse_config(Cfg, [], PRESETS).compile == "off"
 
 
 def test_bad_values_are_user_errors_or_argparse_exits():
