@@ -12,7 +12,7 @@ from PIL import Image
 
 from common.checkpoint import load_checkpoint
 from common.config import parse_config
-from tests.conftest import only_run_dir, read_metrics
+from tests.conftest import only_run_dir, read_metrics, read_summary
 
 train = importlib.import_module("milestones.07_vae_gan_diffusion.train")
 recipe = importlib.import_module("milestones.07_vae_gan_diffusion.recipe")
@@ -69,6 +69,17 @@ def test_vae_paper_preset_is_burda_et_als_training():
     assert cfg.schedule == "iwae" and cfg.lr == 1e-3 and cfg.epochs == sum(3 ** i for i in range(8)) == 3280
     # sec. 5: the test log-likelihood estimated with k = 5,000 importance samples, on the 10,000 test digits
     assert cfg.iw_samples == 5000 and cfg.test_size == 10000
+
+
+def test_the_vae_card_names_burda_et_als_number_for_their_model_only(tmp_path, data_root):
+    run = smoke(tmp_path / "burda", "--model", "vae", "--hidden", "200,200", "--z-dim", "50", "--steps", "2",
+                "--eval-every", "2", "--iw-samples", "2", "--test-size", "8")
+    card = read_summary(run)
+    assert card["paper_value"] == 86.76  # Burda et al. 2015, Table 1: VAE, one stochastic layer, k = 1, L_5000
+    assert "Table 1" in card["paper_source"] and card["iw_samples"] == 2
+    other = read_summary(smoke(tmp_path / "other", "--model", "vae", "--steps", "2", "--eval-every", "2",
+                               "--iw-samples", "2", "--test-size", "8"))
+    assert other["paper_value"] is None  # a 784-32-4 VAE has no published number
 
 
 def test_iwae_rate_schedule_is_3_to_the_i_epochs_at_10_to_the_minus_i_over_7():
