@@ -8,7 +8,7 @@ from common.cli import Parser
 from common.errors import UserError, exit_on_user_error
 
 from . import COURSE, is_built, meta
-from .compare import WIDTH, format_table
+from .compare import WIDTH, add_compare_arguments, format_table, runs_dir, table_of
 
 
 def cmd_list(args) -> None:
@@ -63,12 +63,7 @@ def compare_views(args) -> str:
 
 
 def cmd_compare(args) -> None:
-    from .compare import compare
-
-    columns = [k for k in args.columns.split(",") if k]
-    if args.dir and args.runs and args.dir != args.runs:
-        raise UserError(f"two runs directories given ({args.dir} and --runs {args.runs}): give one")
-    args.runs = args.dir or args.runs or "runs"
+    runs_dir(args)
     if args.update:
         from .generated import update
 
@@ -76,12 +71,11 @@ def cmd_compare(args) -> None:
             print(f"{path}: {n} table(s) regenerated")
         return
     if args.plot or args.history or args.out or args.x:
-        if columns:
-            raise UserError("--columns goes with the table, not with --plot or --history")
+        if args.columns or args.show:
+            raise UserError("--columns and --show go with the table, not with --plot or --history")
         print(compare_views(args))
     else:
-        print(compare(args.runs, args.format, args.wide, columns, args.filter or (), args.machine, args.seeds,
-                      [k for k in args.show.split(",") if k], args.course))
+        print(table_of(args))
 
 
 def cmd_bench(args) -> None:
@@ -111,33 +105,7 @@ def main(argv=None) -> None:
     s = sub.add_parser("sample", help="generate from a trained generative milestone")
     s.add_argument("milestone")
     c = sub.add_parser("compare", help="one row per run: our numbers beside the papers'")
-    c.add_argument("dir", nargs="?", metavar="RUNS", help="directory searched for summary.json files (default "
-                                                           "runs/; results/ holds the records behind our numbers)")
-    c.add_argument("--runs", help="the same as RUNS")
-    c.add_argument("--machine", metavar="CLASS", help="only the runs of one machine class (e.g. AVX2, AMX, H100); "
-                                                      "without it, one table per class")
-    c.add_argument("--seeds", action="store_true", help="one row for runs that differ only in their seed: the "
-                                                        "mean, (min-max) and how many seeds")
-    c.add_argument("--course", action="store_true", help="the records of each chapter's \"Run it\" command "
-                                                         "(`course NN`), seeds merged: what the course promises")
-    c.add_argument("--show", metavar="KEY,KEY", default="", help="exactly these columns, in this order (e.g. "
-                                                                  "milestone,command,value,train_seconds)")
-    c.add_argument("--update", nargs="+", metavar="FILE.md", help="regenerate the tables marked `<!-- compare ... "
-                                                                  "-->` in these markdown files (README, NOTES)")
-    c.add_argument("--format", default="table", choices=("table", "markdown", "csv"))
-    c.add_argument("--wide", action="store_true", help="every column, uncut (the table otherwise fits 100 columns)")
-    c.add_argument("--plot", metavar="METRIC", help="overlay the runs' learning curves of METRIC from metrics.jsonl "
-                                                    "(e.g. loss, error, or split:metric like valid:loss) in one PNG")
-    c.add_argument("--x", choices=("step", "epoch", "time"), help="--plot's x axis: step (default), epoch, or "
-                                                                  "wall-clock seconds (the rows' time field)")
-    c.add_argument("--filter", nargs="+", metavar="SUBSTR", help="only the runs whose milestone/model or run "
-                                                                 "directory contains one of these (table or --plot)")
-    c.add_argument("--columns", metavar="KEY,KEY", default="", help="summary.json keys shown as extra columns, e.g. "
-                                                                   "fcd,kid,confident_fraction,class_entropy for 07")
-    c.add_argument("--history", action="store_true", help="draw the course: each paper's parameters and training "
-                                                          "compute against the year, beside our runs'")
-    c.add_argument("--out", metavar="FILE.png", help="where --plot or --history writes its PNG (default "
-                                                     "RUNS/compare-<metric>.png, RUNS/compare-history.png)")
+    add_compare_arguments(c)
     b = sub.add_parser("bench", help="training speed of each milestone's main model here: examples/s, "
                                      "achieved FLOP/s, share of the device's peak")
     b.add_argument("ids", nargs="*", metavar="id", help="milestones to time (default: every built one)")

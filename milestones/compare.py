@@ -10,6 +10,7 @@ from common.errors import UserError
 
 from . import COURSE
 from .arms import rows as arm_rows
+from .notes import run_it
 
 # key -> title. `experiment: model` is one cell (the arm's name for a multi-arm run); `time` is train_seconds.
 COLUMNS = {"milestone": "milestone", "what": "experiment: model", "preset": "preset", "metric": "metric",
@@ -185,8 +186,6 @@ COURSE_SHOW = ("command", "metric", "value", "paper_value", "precision", "train_
 
 def course_only(cards: list[dict]) -> list[dict]:
     """The records of each chapter's "Run it" command (course.run_it; any seed), labelled with that command."""
-    from .course import run_it
-
     wanted, drop = {}, ("--out-dir", "--threads", "--data-dir", "--seed")
     for mid in COURSE:
         try:
@@ -260,6 +259,51 @@ def _fit(cells, width: int, keep, gap: int, edge: int) -> list:
             break
         cells[i] = cells[i][:len(cells[i]) - 2] + "~"
     return cells
+
+
+def add_compare_arguments(c) -> None:
+    """The `compare` sub-command's flags (its parser lives in __main__; generated.py parses the same ones)."""
+    c.add_argument("dir", nargs="?", metavar="RUNS", help="directory searched for summary.json files (default "
+                                                           "runs/; results/ holds the records behind our numbers)")
+    c.add_argument("--runs", help="the same as RUNS")
+    c.add_argument("--machine", metavar="CLASS", help="only the runs of one machine class (e.g. AVX2, AMX, H100); "
+                                                      "without it, one table per class")
+    c.add_argument("--seeds", action="store_true", help="one row for runs that differ only in their seed: the "
+                                                        "mean, (min-max) and how many seeds")
+    c.add_argument("--course", action="store_true", help="the records of each chapter's \"Run it\" command "
+                                                         "(`course NN`), seeds merged: what the course promises")
+    c.add_argument("--show", metavar="KEY,KEY", default="", help="exactly these columns, in this order (e.g. "
+                                                                  "milestone,command,value,train_seconds)")
+    c.add_argument("--update", nargs="+", metavar="FILE.md", help="regenerate the tables marked `<!-- compare ... "
+                                                                  "-->` in these markdown files (README, NOTES)")
+    c.add_argument("--format", default="table", choices=("table", "markdown", "csv"))
+    c.add_argument("--wide", action="store_true", help="every column, uncut (the table otherwise fits 100 columns)")
+    c.add_argument("--plot", metavar="METRIC", help="overlay the runs' learning curves of METRIC from metrics.jsonl "
+                                                    "(e.g. loss, error, or split:metric like valid:loss) in one PNG")
+    c.add_argument("--x", choices=("step", "epoch", "time"), help="--plot's x axis: step (default), epoch, or "
+                                                                  "wall-clock seconds (the rows' time field)")
+    c.add_argument("--filter", nargs="+", metavar="SUBSTR", help="only the runs whose milestone/model or run "
+                                                                 "directory contains one of these (table or --plot)")
+    c.add_argument("--columns", metavar="KEY,KEY", default="", help="summary.json keys shown as extra columns, e.g. "
+                                                                   "fcd,kid,confident_fraction,class_entropy for 07")
+    c.add_argument("--history", action="store_true", help="draw the course: each paper's parameters and training "
+                                                          "compute against the year, beside our runs'")
+    c.add_argument("--out", metavar="FILE.png", help="where --plot or --history writes its PNG (default "
+                                                     "RUNS/compare-<metric>.png, RUNS/compare-history.png)")
+
+
+def runs_dir(args) -> str:
+    """RUNS or --runs (one of them), default runs/; stored back in args.runs."""
+    if args.dir and args.runs and args.dir != args.runs:
+        raise UserError(f"two runs directories given ({args.dir} and --runs {args.runs}): give one")
+    args.runs = args.dir or args.runs or "runs"
+    return args.runs
+
+
+def table_of(args) -> str:
+    """The table `compare` prints for parsed flags."""
+    return compare(runs_dir(args), args.format, args.wide, [k for k in args.columns.split(",") if k],
+                   args.filter or (), args.machine, args.seeds, [k for k in args.show.split(",") if k], args.course)
 
 
 def format_table(header, rows, width: int = None, keep=(), markdown: bool = False) -> str:

@@ -24,26 +24,32 @@ BLOCK = re.compile(r"(<!-- compare (?P<args>.*?) -->\n)(?P<body>.*?)(<!-- /compa
 
 
 def render(args: str, root: Path | None = None) -> str:
-    """The output of `python -m milestones compare <args>`, run from `root` (the repository)."""
-    from .__main__ import main
+    """The output of `python -m milestones compare <args>`, run from `root` (the repository): a table, or one
+    line saying why there is none yet."""
+    from common.cli import Parser
 
-    argv = shlex.split(args)
-    if any(a.startswith("--update") or a in ("--plot", "--history") for a in argv):
-        raise UserError(f"a generated table's command must print a table: compare {args}")
-    out, err = io.StringIO(), io.StringIO()
+    from .compare import add_compare_arguments, table_of
+
+    parser = Parser(prog="compare")
+    add_compare_arguments(parser)
+    err = io.StringIO()
     cwd = Path.cwd()
     try:
         if root is not None:
             os.chdir(root)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main(["compare", *argv])
-    except SystemExit as e:  # nothing recorded yet (or a bad command): the table says so, in one line
-        if e.code != 2:
+        with contextlib.redirect_stderr(err):
+            parsed = parser.parse_args(shlex.split(args))
+        if parsed.update or parsed.plot or parsed.history:
+            raise UserError(f"a generated table's command must print a table: compare {args}")
+        return table_of(parsed) + "\n"
+    except SystemExit:  # a flag compare does not take
+        raise UserError(f"compare {args}: {err.getvalue().strip().removeprefix('error: ')}") from None
+    except UserError as e:
+        if "must print a table" in str(e):
             raise
-        return f"(no table: {err.getvalue().strip().removeprefix('error: ')})\n"
+        return f"(no table: {e})\n"  # nothing recorded yet: the table says so, in one line
     finally:
         os.chdir(cwd)
-    return out.getvalue()
 
 
 def blocks(text: str):
