@@ -17,6 +17,7 @@ model_mod = importlib.import_module("milestones.03_alexnet.model")
 data_mod = importlib.import_module("milestones.03_alexnet.data")
 figures = importlib.import_module("milestones.03_alexnet.figures")
 train = importlib.import_module("milestones.03_alexnet.train")
+experiments = importlib.import_module("milestones.03_alexnet.experiments")
 recipe = importlib.import_module("milestones.03_alexnet.recipe")
 AlexNet, LRN = model_mod.AlexNet, model_mod.LRN
 
@@ -94,6 +95,29 @@ def test_shapes_at_227_and_32():
     assert model_mod.alexnet(pool_kernel=2).feature_shape == (256, 6, 6)
 
 
+def test_layers_are_section_3_5s_kernels_strides_and_gpu_split():
+    net = model_mod.alexnet()
+    # Krizhevsky et al. 2012, sec. 3.5: 96 kernels 11x11x3 at stride 4; 256 of 5x5x48; 384 of 3x3x256; 384 of
+    # 3x3x192; 256 of 3x3x192; fully connected layers of 4096, 4096 and 1000 neurons
+    assert [tuple(c.weight.shape) for c in net.convs] == [(96, 3, 11, 11), (256, 48, 5, 5), (384, 256, 3, 3),
+                                                          (384, 192, 3, 3), (256, 192, 3, 3)]
+    assert [c.stride for c in net.convs] == [(4, 4)] + [(1, 1)] * 4
+    assert [c.padding for c in net.convs] == [(0, 0), (2, 2), (1, 1), (1, 1), (1, 1)]  # keep 27 and 13 (Figure 2)
+    # sec. 3.2: conv2, conv4 and conv5 see only their own GPU's maps; conv3 and the fc layers see both
+    assert [c.groups for c in net.convs] == [1, 2, 1, 2, 2]
+    assert [tuple(f.weight.shape) for f in net.fcs] == [(4096, 256 * 6 * 6), (4096, 4096), (1000, 4096)]
+
+
+@pytest.mark.parametrize("experiment", ["imagenet", "cifar"])
+def test_every_lrn_of_the_paper_nets_has_section_3_3s_constants(experiment):
+    net = recipe.build_model(_preset(experiment, "paper"), 10)  # the net a paper run trains
+    lrns = [m for m in net.modules() if isinstance(m, LRN)]
+    assert len(lrns) == 2 and all(m.groups == 2 for m in lrns)  # after conv1 and conv2 (sec. 3.5), per GPU
+    for m in lrns:  # sec. 3.3: k = 2, n = 5, alpha = 1e-4, beta = 0.75; torch divides alpha by n, so alpha * n
+        assert (m.norm.size, m.norm.k, m.norm.beta) == (5, 2.0, 0.75)
+        assert m.norm.alpha == pytest.approx(5 * 1e-4, rel=1e-12)
+
+
 def test_lrn_is_the_papers_formula_on_a_hand_computed_tensor():
     a = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], dtype=torch.float64).view(1, 7, 1, 1)
     b = LRN()(a).flatten()  # k=2, n=5, alpha=1e-4, beta=0.75
@@ -153,6 +177,26 @@ def test_paper_init():
                for layer in layers)
     drops = [m.p for m in net.classifier if isinstance(m, torch.nn.Dropout)]
     assert drops == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("experiment, classes", [("imagenet", 1000), ("cifar", 10), ("ablations", 10)])
+def test_paper_presets_build_section_5s_init_and_section_4_2s_dropout(experiment, classes):
+    torch.manual_seed(0)
+    net = recipe.build_model(_preset(experiment, "paper"), classes)  # what train_classifier trains
+    layers = net.convs + net.fcs
+    # Krizhevsky et al. 2012, sec. 5: weights from N(0, 0.01^2); biases 1 in conv2, conv4, conv5 and the
+    # fully connected hidden layers, 0 in the rest
+    assert [layer.bias.unique().tolist() for layer in layers] == [[0.0], [1.0], [0.0], [1.0], [1.0], [1.0], [1.0],
+                                                                  [0.0]]
+    for layer in layers:
+        w = layer.weight.detach()
+        assert abs(w.std().item() - 0.01) < 0.0006 and abs(w.mean().item()) < 0.001
+    # sec. 4.2: dropout 0.5 on the outputs of the first two fully connected layers, nowhere else
+    assert [(i, m.p) for i, m in enumerate(net.classifier) if isinstance(m, torch.nn.Dropout)] == [(2, 0.5), (5, 0.5)]
+    assert not [m for m in net.features.modules() if isinstance(m, torch.nn.Dropout)]
+    # sec. 3.4: every pool overlapping, z = 3, s = 2
+    pools = [m for m in net.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(pools) == 3 and all((p.kernel_size, p.stride) == (3, 2) for p in pools)
 
 
 def test_overfits_one_batch_of_real_images(data_root):
@@ -239,14 +283,32 @@ def _image_folder(root, classes=("a", "b"), per_class=2):
 
 
 def test_imagenet_pipeline_is_256_then_227_and_ten_crops(tmp_path):
+    from dataclasses import replace
     root = _image_folder(tmp_path)
     tr, val, classes = data_mod.imagenet_loaders(root, batch_size=4, workers=0)
     x, y = next(iter(tr))
+    # Krizhevsky et al. 2012, sec. 2: shorter side rescaled to 256, the central 256x256 patch kept
     assert classes == 2 and x.shape == (4, 3, 256, 256) and x.dtype == torch.uint8
-    eigval, eigvec = data_mod.fit_pca(x)
-    aug = data_mod.Augment("cpu", 227, 0, data_mod.IMAGENET_MEAN, data_mod.IMAGENET_STD, eigval, eigvec, 0.1)
-    assert aug.train(x).shape == (4, 3, 227, 227)
+    # the paper preset's own pipeline: sec. 4.1's random crops (227, NOTES.md: the paper's 224 plus 3) and
+    # mirrors, the PCA jitter at 0.1, and the ten patches at test time
+    cfg = replace(_preset("imagenet", "paper"), data_dir=str(root), batch_size=4, workers=0)
+    *_, aug, _ = recipe.imagenet_data(cfg, Runtime(device=torch.device("cpu")))
+    assert (aug.crop, aug.padding, aug.jitter, cfg.ten_crop) == (227, 0, 0.1, True)
     assert aug.test(x, ten_crop=True).shape == (10, 4, 3, 227, 227)
+    aug.jitter = 0.0  # without the colour shift, each training image is a 227x227 window of its 256x256 image
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(4):
+        out = aug.train(x)
+        raw = (out * torch.tensor(aug.std).view(1, 3, 1, 1) + torch.tensor(aug.mean).view(1, 3, 1, 1)) * 255
+        for img, crop in zip(x.float(), raw):
+            views = {f: img.flip(-1) if f else img for f in (False, True)}
+            found = [(i, j, f) for f, v in views.items() for i in range(30) for j in range(30)
+                     if torch.allclose(v[:, i, j:j + 227], crop[:, 0], atol=0.01)  # its top row, then all of it
+                     and torch.allclose(v[:, i:i + 227, j:j + 227], crop, atol=0.01)]
+            assert len(found) == 1
+            seen.add(found[0])
+    assert len(seen) > 8 and {f for *_, f in seen} == {False, True}  # offsets vary, and so does the mirror
 
 
 def test_imagenet_dataloader_serves_epochs_like_a_tensor_loader():
@@ -267,6 +329,7 @@ def test_imagenet_smoke_run(tmp_path):
     assert card == read_summary(only_run_dir(tmp_path / "runs", "03_alexnet"))
     assert card["model"] == "alexnet" and card["metric"] == "top1_error_10crop" and card["steps"] == 2
     assert card["params"] == 60_965_224 - 998 * 4097  # fc8 sized for the folder's 2 classes
+    assert card["paper_value"] == 0.407  # Krizhevsky et al. 2012, Table 2: 1 CNN, 40.7% top-1 (10 patches)
 
 
 def test_kernel_grid_separates_the_two_gpus():
@@ -297,7 +360,9 @@ def test_smoke_run_writes_the_full_run_record(tmp_path, data_root):
     rows = read_metrics(run)
     assert {"train", "test"} == {r["split"] for r in rows}
     (test,) = [r for r in rows if r["split"] == "test"]  # one evaluation, at the last step
-    assert 0 <= test["train_error"] <= 1 and test["error"] == summary["value"]  # the recipe's running train error
+    assert test["error"] == summary["value"]
+    # the recipe's running training error: mistakes over the 4 x 32 examples trained on since the last evaluation
+    assert 0 <= test["train_error"] <= 1 and abs(test["train_error"] * 128 - round(test["train_error"] * 128)) < 1e-6
     assert (run / "kernels.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -342,6 +407,13 @@ def test_relu_vs_tanh_stops_an_activation_the_epoch_one_rate_gets_there(tmp_path
     assert card["value"] == 1.0
 
 
+def test_relu_vs_tanh_max_minutes_ends_the_race_at_an_epochs_end(tmp_path, data_root):
+    card = _smoke(tmp_path, "--experiment", "relu_vs_tanh", "--train-subset", "64", "--target-error", "0.05",
+                  "--max-minutes", "1e-6")  # over at once: the first epoch is the last, and is measured in full
+    assert (card["epochs"], card["epochs_run"]) == (2, 1)
+    assert all(len(c) == 1 for act in ("relu", "tanh") for c in card[act]["rates"].values())
+
+
 def test_figure_1_crossing_reads_the_epoch_off_the_line_between_evaluations():
     crossing = importlib.import_module("milestones.03_alexnet.experiments").crossing
     assert crossing([0.5, 0.3, 0.2], 0.25) == 2.5  # halfway from 30% (epoch 2) to 20% (epoch 3)
@@ -369,6 +441,92 @@ def test_figure_1_nets_start_from_the_same_weights_with_the_papers_init():
     assert abs(conv2.weight.std().item() - (5 / 3) / (32 * 25) ** 0.5) < 0.01
 
 
+# cuda-convnet's example net, example-layers/layers-18pct.cfg and layer-params-18pct.cfg (the kind of net behind
+# the paper's Figure 1; the paper does not give Figure 1's net, so these pin the config files, not the paper)
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_layers_18pct_is_cuda_convnets_example_net(act):
+    torch.manual_seed(0)
+    net = model_mod.Layers18pct(act)
+    unit = {"relu": "ReLU", "tanh": "Tanh"}[act]
+    assert [type(m).__name__ for m in net.features] == [
+        "Conv2d", unit, "MaxPool2d", "SpatialResponseNorm",  # conv1 (neuron), pool1 max, rnorm1
+        "Conv2d", unit, "AvgPool2d", "SpatialResponseNorm",  # conv2, pool2 avg, rnorm2
+        "Conv2d", unit, "AvgPool2d"]  # conv3, pool3 avg, then fc10
+    convs = net.layers[:3]
+    assert [tuple(c.weight.shape) for c in convs] == [(32, 3, 5, 5), (32, 32, 5, 5), (64, 32, 5, 5)]
+    assert all(c.padding == (2, 2) and c.stride == (1, 1) for c in convs)
+    pools = [m for m in net.features if isinstance(m, (torch.nn.MaxPool2d, torch.nn.AvgPool2d))]
+    assert [(p.kernel_size, p.stride, p.ceil_mode) for p in pools] == [(3, 2, True)] * 3  # sizeX 3, stride 2
+    assert tuple(net.fc.weight.shape) == (10, 64 * 4 * 4) and count_params(net) == 89_578
+    assert net.features(torch.zeros(2, 3, 32, 32)).shape == (2, 64, 4, 4)
+    # an average over the pixels inside the map: a map of ones stays ones at the overhanging last window
+    assert torch.equal(pools[1](torch.ones(1, 1, 16, 16)), torch.ones(1, 1, 8, 8))
+    norms = [m for m in net.features if isinstance(m, model_mod.SpatialResponseNorm)]
+    assert [(m.size, m.scale, m.pow) for m in norms] == [(3, 5e-5, 0.75)] * 2  # rnorm: size 3, scale, pow
+    # initW: 0.0001 for conv1, 0.01 for conv2, conv3 and fc10; biases 0
+    for layer, std in zip(net.layers, (1e-4, 1e-2, 1e-2, 1e-2)):
+        assert abs(layer.weight.std().item() / std - 1) < 0.1 and abs(layer.weight.mean().item()) < 0.1 * std
+        assert not layer.bias.any()
+
+
+def test_spatial_response_norm_is_cuda_convnets_rnorm():
+    """rnorm: u / (1 + scale / size^2 * sum of u^2 over the size x size window of the same map, centred and
+    clipped at the edges)^pow; cuda-convnet's layer.py divides `scale` by size^2."""
+    torch.manual_seed(0)
+    a = 40 * torch.randn(2, 3, 5, 6, dtype=torch.float64)
+    b = model_mod.SpatialResponseNorm(size=3, scale=5e-5, pow=0.75)(a)
+    H, W = a.shape[-2:]
+    for x in range(H):
+        for y in range(W):
+            window = a[:, :, max(0, x - 1):x + 2, max(0, y - 1):y + 2].pow(2).sum((2, 3))  # (2, 3)
+            torch.testing.assert_close(b[:, :, x, y], a[:, :, x, y] / (1 + 5e-5 / 9 * window) ** 0.75)
+    assert (b - a).abs().max() > 1e-2 * a.abs().max()  # it does normalise at this scale
+
+
+def test_relu_vs_tanh_18pct_preset_and_bias_rates():
+    cfg = _preset("relu_vs_tanh", "18pct")
+    # layer-params-18pct.cfg: momW = momB = 0.9, minibatches of 128; no weight costs (Krizhevsky et al. 2012,
+    # sec. 3.1: "no regularization of any kind"); 25% training error (Figure 1)
+    assert (cfg.net, cfg.batch_size, cfg.momentum, cfg.weight_decay, cfg.target_error) == (
+        "layers-18pct", 128, 0.9, 0.0, 0.25)
+    assert cfg.lrs == "0.004,0.016" and cfg.jitter == 0.0  # no augmentation either
+    net = model_mod.Layers18pct()
+    groups = experiments.groups_18pct(net, 0.004)
+    assert [g["lr"] for g in groups] == [0.004, 0.008]  # epsB = 0.002 = 2 x epsW = 0.001 in every layer
+    assert [len(g["params"]) for g in groups] == [4, 4] and groups[1]["params"] == [l.bias for l in net.layers]
+
+
+def test_relu_vs_tanh_18pct_logs_the_running_mean_of_each_epochs_batches(tmp_path, data_root):
+    card = _smoke(tmp_path, "--experiment", "relu_vs_tanh", "--net", "layers-18pct", "--train-subset", "64",
+                  "--target-error", "0.05")  # out of reach: every net trains both epochs
+    assert card["net"] == "layers-18pct" and card["nets"] == 4 and card["params"] == 89_578
+    assert "running mean" in card["dataset"]
+    # the same nets trained by hand: cuda-convnet's CIFAR input (raw 0-255 pixels less the mean image), epsB =
+    # 2 epsW, momentum 0.9, and the error counted on each batch in the forward pass that trains on it
+    from common import data
+    x, y = (t[:64] for t in data.load("cifar10", data_root)["train"])
+    mean_image = x.float().mean(0)
+    batches = data.TensorLoader(x, y, batch_size=32, shuffle=True, drop_last=True, seed=0)
+    for act, lr in (("relu", 0.01), ("tanh", 0.03)):
+        torch.manual_seed(0)
+        net = model_mod.Layers18pct(act)
+        opt = torch.optim.SGD(experiments.groups_18pct(net, lr), lr=lr, momentum=0.9)
+        curve = []
+        for epoch in range(2):
+            wrong = 0
+            for xb, yb in batches.batches(epoch):
+                logits = net(xb.float() - mean_image)
+                wrong += int((logits.argmax(-1) != yb).sum())
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(logits, yb).backward()
+                opt.step()
+            curve.append(round(wrong / 64, 4))
+        assert card[act]["rates"][f"{lr:g}"] == curve
+    rows = [r for r in read_metrics(only_run_dir(tmp_path, "03_alexnet")) if r["split"] == "train_set"]
+    assert [round(r["error_relu_lr0.01"], 4) for r in rows] == card["relu"]["rates"]["0.01"]
+
+
 def test_ablations_arms_and_the_train_test_gap(tmp_path, data_root):
     card = _smoke(tmp_path, "--experiment", "ablations", "--arms", "no-dropout,full", "--train-eval", "100")
     arms = card["arms"]
@@ -385,8 +543,14 @@ def test_groups_trains_each_arm_as_its_own_run(tmp_path, data_root):
     card = _smoke(tmp_path, "--experiment", "groups", "--steps", "1", "--test-subset", "100")
     arms = card["arms"]
     assert list(arms) == ["two GPUs (grouped)", "one GPU, same maps", "one GPU, half the maps"]
-    grouped, same, half = (a["params"] for a in arms.values())
-    assert same > grouped > half  # ungrouping adds connections; halving conv1-4 removes more
+    # the smoke width 0.25: 16, 32, 48, 48, 32 maps, 256-unit fc layers; conv2, conv4, conv5 grouped (sec. 3.2)
+    def count(maps, groups):
+        convs = [(3, 16, 5, 1), (16, 32, 5, groups), (32, 48, 3, 1), (48, 48, 3, groups), (48, 32, 3, groups)]
+        convs = [(c_in, m, k, g) for (_, _, k, g), c_in, m in zip(convs, [3] + maps[:4], maps)]
+        return sum(m * c // g * k * k + m for c, m, k, g in convs) + maps[4] * 16 * 256 + 256 + 256 * 256 + 256 + 2570
+    # Krizhevsky et al. 2012, sec. 3.2: the one-GPU net has half the kernels in conv1-conv4, conv5 and fc as many
+    assert [a["params"] for a in arms.values()] == [count([16, 32, 48, 48, 32], 2), count([16, 32, 48, 48, 32], 1),
+                                                    count([8, 16, 24, 24, 32], 1)]
     for a in arms.values():
         assert read_summary(Path(a["run_dir"]))["value"] == a["test_error"]
     assert len(list((tmp_path / "03_alexnet").iterdir())) == 4  # three arms and the comparison
@@ -418,11 +582,79 @@ def test_every_paper_preset_that_trains_alexnets_is_section_5s_recipe(experiment
     assert cfg.experiment == experiment and cfg.steps == 0 and cfg.train_subset == 0
 
 
+def test_sgd_is_section_5s_update_rule():
+    """Krizhevsky et al. 2012, sec. 5: v <- 0.9 v - 0.0005 eps w - eps <dL/dw>;  w <- w + v, with eps = 0.01."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    w0 = [p.detach().clone() for p in model.parameters()]
+    opt = recipe.sgd(_preset("cifar", "paper"), model)
+    grads = [[torch.randn_like(p) for p in w0] for _ in range(4)]
+    w, v = [p.clone() for p in w0], [torch.zeros_like(p) for p in w0]
+    for g in grads:
+        for p, gp in zip(model.parameters(), g):
+            p.grad = gp.clone()
+        opt.step()
+        v = [0.9 * vi - 0.0005 * 0.01 * wi - 0.01 * gi for vi, wi, gi in zip(v, w, g)]
+        w = [wi + vi for wi, vi in zip(w, v)]
+    for p, wi in zip(model.parameters(), w):
+        torch.testing.assert_close(p.detach(), wi, rtol=1e-6, atol=1e-7)
+    # decay through the gradient (L2), not decoupled, and no dampening or Nesterov: any of those moves w
+    assert opt.param_groups[0]["dampening"] == 0 and not opt.param_groups[0]["nesterov"]
+
+
+def test_plateau_schedule_divides_the_rate_by_10_three_times():
+    """Krizhevsky et al. 2012, sec. 5: LR 0.01, divided by 10 when the validation error stopped improving with
+    the current rate; reduced three times before termination."""
+    cfg = _preset("cifar", "paper")
+    opt = recipe.sgd(cfg, torch.nn.Linear(2, 2))
+    sched = recipe.lr_schedule(cfg, opt, total=1000)
+    rates = []
+    for error in [0.9, 0.8, 0.7, 0.6] + [0.6] * 30:  # improving, then stuck for good
+        sched.step(error)
+        rates.append(opt.param_groups[0]["lr"])
+    assert rates[:4] == [0.01] * 4  # no drop while the error improves
+    assert sorted(set(rates), reverse=True) == pytest.approx([0.01, 1e-3, 1e-4, 1e-5], rel=1e-9)  # 3 drops only
+    # each drop after `patience` (3, ours: the paper dropped by hand) evaluations without a new best
+    assert [rates.index(r) for r in sorted(set(rates), reverse=True)] == [0, 6, 9, 12]
+
+
+def test_paper_preset_trains_with_section_5s_optimiser_through_the_real_loop(tmp_path, data_root):
+    card = train.main(["--preset", "paper", "--steps", "1", "--train-subset", "256", "--val-size", "100",
+                       "--test-subset", "100", "--width", "0.25", "--out-dir", str(tmp_path)])
+    run = only_run_dir(tmp_path, "03_alexnet")
+    group = torch.load(run / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"][0]
+    # sec. 5: momentum 0.9, weight decay 0.0005, learning rate 0.01, batches of 128 examples
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.01, 0.9, 5e-4)
+    assert card["steps"] == 1 and json.loads((run / "config.json").read_text())["config"]["batch_size"] == 128
+    (row,) = [r for r in read_metrics(run) if r["split"] == "test"]
+    assert round(row["train_error"] * 128, 6) == round(row["train_error"] * 128)  # mistakes in one batch of 128
+
+
+def test_paper_cifar_pipeline_batches_128_and_jitters_with_sigma_0_1(data_root):
+    from dataclasses import replace
+    cfg = replace(_preset("cifar", "paper"), data_dir=str(data_root))
+    rt = Runtime(device=torch.device("cpu"))
+    train_loader, val, test, aug, classes = recipe.cifar_data(cfg, rt)
+    assert (train_loader.batch_size, train_loader.drop_last, classes) == (128, True, 10)  # sec. 5: batch 128
+    assert val.n == 5000 and train_loader.n == 45_000  # the plateau rule watches held-out images, not the test set
+    # sec. 4.1: alpha_i ~ N(0, 0.1), one draw per image, the shift [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T; measured on
+    # flat grey images (crops and mirrors then change nothing at the centre)
+    torch.manual_seed(0)
+    x = torch.full((4096, 3, 32, 32), 128, dtype=torch.uint8)
+    out = aug.train(x)[:, :, 16, 16]  # (N, 3), standardised
+    mean, std = torch.tensor(recipe.CIFAR_MEAN), torch.tensor(recipe.CIFAR_STD)
+    shift = out * std + mean - 128 / 255  # (N, 3): what the jitter added, on the [0, 1] scale
+    alpha = (shift @ aug.eigvec) / aug.eigval  # (N, 3): the a_i drawn for each image
+    assert alpha.std(0).tolist() == pytest.approx([0.1] * 3, rel=0.05)
+    assert alpha.mean(0).abs().max() < 0.01
+
+
 def test_figure_1_paper_preset_is_the_whole_training_set_without_regularisation():
     cfg = _preset("relu_vs_tanh", "paper")
     assert cfg.train_subset == 0 and cfg.eval_subset == 0 and cfg.weight_decay == 0.0  # "no regularization"
     # "the learning rates for each network were chosen independently": each activation races five rates
     assert cfg.lrs == "0.001,0.003,0.01,0.03,0.1" and cfg.init == "paper"
+    assert cfg.target_error == 0.25 and cfg.jitter == 0.0  # Figure 1: epochs to 25% training error
     quick = _preset("relu_vs_tanh", "quick")
     assert quick.train_subset == 0 and quick.init == "paper" and len(quick.lrs.split(",")) >= 3
 
@@ -439,6 +671,8 @@ def test_figure_1_paper_preset_is_the_whole_training_set_without_regularisation(
     (["--experiment", "ablations", "--arms", "full,no-bn"], "--arms takes a comma-separated list of full"),
     (["--experiment", "relu_vs_tanh", "--lrs", "0.1,x"], "--lrs takes a comma-separated list"),
     (["--experiment", "relu_vs_tanh", "--lrs", "0.1,-1"], "--lrs takes positive learning rates"),
+    (["--experiment", "relu_vs_tanh", "--net", "layers-18pct", "--init", "modern"], "--net layers-18pct starts from"),
+    (["--net", "layers-18pct"], "--net is for --experiment relu_vs_tanh"),
 ])
 def test_bad_input_is_a_clear_message_not_a_traceback(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:  # any other exception would be a traceback

@@ -1,11 +1,13 @@
 """The comparisons that made the paper, each a function `name(cfg, rt, argv) -> summary card`.
 
     relu_vs_tanh  Figure 1: epochs a four-layer CNN needs to reach 25% training error on CIFAR-10
+                  (--net layers-18pct: cuda-convnet's example net and protocol)
     ablations     the full design against itself without LRN, without dropout, without overlapping pooling
     groups        the two-GPU split (grouped conv2/4/5) against one GPU, same maps and half the maps
 """
 
 import math
+import time
 from dataclasses import replace
 
 import torch
@@ -22,7 +24,7 @@ from common.loop import evaluate_classifier, optimizer_step
 from common.session import Session, open_run
 
 from .figures import figure_1
-from .model import CIFAR, FourLayerCNN
+from .model import CIFAR, FourLayerCNN, Layers18pct
 from .recipe import MILESTONE, train_classifier
 
 
@@ -37,6 +39,7 @@ def _no_resume(cfg):
 # ---------------------------------------------------------------------------------------------------------
 
 ACTS = ("relu", "tanh")
+BIAS_LR_18PCT = 2  # layer-params-18pct.cfg: epsB 0.002 against epsW 0.001
 
 
 def init_fig1(net: FourLayerCNN, init: str) -> FourLayerCNN:
@@ -47,19 +50,31 @@ def init_fig1(net: FourLayerCNN, init: str) -> FourLayerCNN:
     return net
 
 
-def race(cfg, rt, run, lrs: list[float], train, train_eval, prepare) -> tuple[list, list, dict]:
-    """Train one FourLayerCNN per (activation, learning rate), all from the same initial weights and on the
-    same batches, and judge each activation at its fastest rate: its nets stop together the epoch one of them
-    reaches --target-error training error (or at --epochs). All nets share one loop and one optimizer (a
-    parameter group per net), so each batch is drawn once. Returns (arms, curves, card); arms are
-    (activation, lr), curves the training error of each arm after every epoch it trained."""
+def groups_18pct(net: Layers18pct, lr: float) -> list[dict]:
+    """The parameter groups of layer-params-18pct.cfg: weights at epsW = lr, biases at epsB = 2 lr, every layer."""
+    return [dict(params=[l.weight for l in net.layers], lr=lr),
+            dict(params=[l.bias for l in net.layers], lr=BIAS_LR_18PCT * lr)]
+
+
+def race(cfg, rt, run, lrs: list[float], train, train_eval, prepare, build=None,
+         groups=None) -> tuple[list, list, dict]:
+    """Train one net per (activation, learning rate), all from the same initial weights and on the same batches,
+    and judge each activation at its fastest rate: its nets stop together the epoch one of them reaches
+    --target-error training error (or at --epochs). All nets share one loop and one optimizer (parameter groups
+    per net), so each batch is drawn once. `build(act)` makes an initialised net (default: the FourLayerCNN),
+    `groups(net, lr)` its parameter groups (default: one, at lr). The training error after an epoch is measured
+    in eval mode on `train_eval`, or with train_eval None, as cuda-convnet reported it: the running mean of the
+    errors on that epoch's batches, each counted in the forward pass it was trained on.
+    Returns (arms, curves, card); arms are (activation, lr), curves the training error after every epoch."""
+    build = build or (lambda act: init_fig1(FourLayerCNN(act), cfg.init))
+    groups = groups or (lambda net, lr: [dict(params=net.parameters(), lr=lr)])
     arms = [(act, lr) for act in ACTS for lr in lrs]
     nets = nn.ModuleList()
     for act, _ in arms:
         torch.manual_seed(cfg.seed)  # the same draw for every net: only the activation and the rate differ
-        nets.append(init_fig1(FourLayerCNN(act), cfg.init))
+        nets.append(build(act))
     nets = nets.to(rt.device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
-    opt = torch.optim.SGD([dict(params=net.parameters(), lr=lr) for net, (_, lr) in zip(nets, arms)],
+    opt = torch.optim.SGD([g for net, (_, lr) in zip(nets, arms) for g in groups(net, lr)],
                           lr=lrs[0], momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = rt.grad_scaler()
     sess = Session(cfg, rt, run, cfg.steps or cfg.epochs * len(train), len(train), tag={"model": "race"},
@@ -67,14 +82,19 @@ def race(cfg, rt, run, lrs: list[float], train, train_eval, prepare) -> tuple[li
     sess.attach(nets, opt, None, scaler, resume=False)
     alive = list(range(len(arms)))  # the arms still training
     curves = [[] for _ in arms]  # training error after each epoch
+    wrong, seen = torch.zeros(len(arms), device=rt.device), 0  # this epoch's training mistakes (running mean)
+    t0 = time.monotonic()
     with sess:
         while sess.running and alive:
             epoch, start = sess.position()
             for x, y in train.batches(epoch, start):
                 x = prepare(x)
                 with rt.autocast():
-                    losses = torch.stack([F.cross_entropy(nets[i](x).float(), y) for i in alive])  # (arms,)
+                    logits = [nets[i](x).float() for i in alive]  # (B, 10) each
+                losses = torch.stack([F.cross_entropy(z, y) for z in logits])  # (arms,)
                 optimizer_step(losses.sum(), opt, scaler)  # the nets share no weights: each gets its own gradient
+                wrong[alive] += torch.stack([(z.argmax(-1) != y).sum() for z in logits]).float()
+                seen += len(y)
                 sess.step(len(y))
                 if sess.due("log"):
                     values = losses.tolist()
@@ -87,12 +107,17 @@ def race(cfg, rt, run, lrs: list[float], train, train_eval, prepare) -> tuple[li
                         sess.log("train", loss=sum(finite) / len(finite))
                 if not sess.running or not alive:
                     break
-            for i in alive:  # the whole evaluation set, in eval mode
-                curves[i].append(evaluate_classifier(nets[i], train_eval, rt, prepare)["error"])
+            for i in alive:  # eval mode on the evaluation set, or the running mean over the epoch's batches
+                curves[i].append(evaluate_classifier(nets[i], train_eval, rt, prepare)["error"]
+                                 if train_eval is not None else (wrong[i] / max(seen, 1)).item())
+            wrong.zero_()
+            seen = 0
             sess.log("train_set", **{f"error_{arms[i][0]}_lr{arms[i][1]:g}": curves[i][-1] for i in alive})
             for act in ACTS:  # an activation is done the epoch one of its rates gets there
                 if any(arms[i][0] == act and curves[i][-1] <= cfg.target_error for i in alive):
                     alive = [i for i in alive if arms[i][0] != act]
+            if cfg.max_minutes and time.monotonic() - t0 > 60 * cfg.max_minutes:
+                break  # time-boxed: the epoch just measured is the last
     sess.finish()
     return arms, curves, sess.card()
 
@@ -123,15 +148,25 @@ def relu_vs_tanh(cfg, rt, argv=None) -> dict:
         raise UserError(f"--train-subset {len(x)} is smaller than one batch ({cfg.batch_size})")
     x, y = x.to(rt.device), y.to(rt.device)
     train = data.TensorLoader(x, y, batch_size=cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed)
-    n_eval = min(cfg.eval_subset or len(x), len(x))
-    train_eval = data.TensorLoader(x[:n_eval], y[:n_eval], batch_size=1000)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    if cfg.net == "layers-18pct":  # cuda-convnet's protocol, end to end
+        if cfg.init != "paper":
+            raise UserError("--net layers-18pct starts from its config file's initW (--init is the four-layer net's)")
+        mean_image = x.float().mean(0)  # (3, 32, 32): its CIFAR provider subtracts it from raw 0-255 pixels
+        build, groups, train_eval, n_eval = Layers18pct, groups_18pct, None, None
 
-    def prepare(b):  # no augmentation and no regularisation: Figure 1 measures raw optimisation speed
-        b = normalize(b, MEAN, STD)
-        return b.contiguous(memory_format=torch.channels_last) if cfg.channels_last else b
+        def prepare(b):  # no augmentation, no regularisation (Figure 1)
+            return (b.float() - mean_image).contiguous(memory_format=layout)
+    else:
+        build = groups = None
+        n_eval = min(cfg.eval_subset or len(x), len(x))
+        train_eval = data.TensorLoader(x[:n_eval], y[:n_eval], batch_size=1000)
 
-    run = open_run(cfg, rt, MILESTONE, "fig1-4layer-cnn", argv)
-    arms, curves, card = race(cfg, rt, run, lrs, train, train_eval, prepare)
+        def prepare(b):  # no augmentation and no regularisation: Figure 1 measures raw optimisation speed
+            return normalize(b, MEAN, STD).contiguous(memory_format=layout)
+
+    run = open_run(cfg, rt, MILESTONE, "fig1-layers-18pct" if build else "fig1-4layer-cnn", argv)
+    arms, curves, card = race(cfg, rt, run, lrs, train, train_eval, prepare, build, groups)
     results = {}
     for act in ACTS:  # each activation judged at its own fastest rate (ties: the lower error that epoch)
         mine = {lr: c for (a, lr), c in zip(arms, curves) if a == act}
@@ -160,13 +195,15 @@ def relu_vs_tanh(cfg, rt, argv=None) -> dict:
               f"{t['crossing']}; tanh / relu = {ratio if ratio is None else round(ratio, 2)}{bound}  (paper: about 6)")
         print(f"curves: {plot}\nrun record: {run.dir}")
     return run.summary(
-        dataset=f"CIFAR-10 (JPEG-q75 mirror), {len(x)} training images, error on {n_eval}",
+        dataset=f"CIFAR-10 (JPEG-q75 mirror), {len(x)} training images, " + (
+            f"error on {n_eval} in eval mode" if n_eval else "running mean error over each epoch's batches"),
         metric=f"epochs_to_{cfg.target_error:.0%}_train_error (tanh / relu)", value=None if ratio is None else
         round(ratio, 3), paper_value=6.0, epoch_ratio=epoch_ratio,
         paper_source="Krizhevsky et al. 2012, Figure 1: ReLU reaches 25% training error six times faster than tanh",
-        params=count_params(FourLayerCNN()), train_seconds=round(card["train_seconds"], 2),
+        params=count_params((build or FourLayerCNN)()), net=cfg.net, train_seconds=round(card["train_seconds"], 2),
         examples_per_second=card["examples_per_second"], nets=len(arms), lrs=lrs, init=cfg.init,
-        epochs=cfg.epochs, relu=results["relu"], tanh=results["tanh"], tanh_reached=t["epochs"] is not None,
+        epochs=cfg.epochs, epochs_run=ran, max_minutes=cfg.max_minutes, relu=results["relu"], tanh=results["tanh"],
+        tanh_reached=t["epochs"] is not None,
     )
 
 

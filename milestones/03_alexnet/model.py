@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -193,6 +194,62 @@ class FourLayerCNN(nn.Module):
         nonlin = "relu" if isinstance(self.features[1], nn.ReLU) else "tanh"
         for layer in self.layers:
             nn.init.kaiming_normal_(layer.weight, nonlinearity=nonlin)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).flatten(1))
+
+
+class SpatialResponseNorm(nn.Module):
+    """cuda-convnet's `rnorm` layer: each unit divided by the activity of its own map around it,
+
+        b_{x,y} = a_{x,y} / (1 + (scale / size^2) * sum over the size x size window centred on (x, y) of a^2)^pow
+
+    the window clipped at the map's edges (the divisor stays size^2). Not the paper's LRN, which sums across
+    adjacent maps at one position (cuda-convnet's `cmrnorm`)."""
+
+    def __init__(self, size: int = 3, scale: float = 5e-5, pow: float = 0.75):
+        super().__init__()
+        self.size, self.scale, self.pow = size, scale, pow
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        mean_sq = F.avg_pool2d(a.pow(2), self.size, 1, self.size // 2, count_include_pad=True)  # sum / size^2
+        return a / (1 + self.scale * mean_sq).pow(self.pow)
+
+
+class Layers18pct(nn.Module):
+    """cuda-convnet's example net `layers-18pct.cfg` / `layer-params-18pct.cfg` (Krizhevsky's CIFAR-10 net of
+    2011, the kind behind the paper's Figure 1), its activation a switch:
+
+        conv1 32 x 5x5 pad 2, act   max-pool 3/2   rnorm 3     32 -> 16
+        conv2 32 x 5x5 pad 2, act   avg-pool 3/2   rnorm 3     16 -> 8
+        conv3 64 x 5x5 pad 2, act   avg-pool 3/2                8 -> 4
+        fc10  1024 -> 10 (softmax in the loss)
+
+    Pools start at 0 and run while a window starts inside the map (ceil mode; an average is over the pixels
+    inside). Initialisation as the config file's initW: N(0, 0.0001^2) in conv1, N(0, 0.01^2) in conv2, conv3
+    and fc10; biases 0."""
+
+    INIT_W = (1e-4, 1e-2, 1e-2, 1e-2)  # conv1, conv2, conv3, fc10 (layers-18pct.cfg, initW)
+
+    def __init__(self, activation: str = "relu", num_classes: int = 10):
+        super().__init__()
+        act = ACTIVATIONS[activation]
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 32, 5, padding=2), act(), nn.MaxPool2d(3, 2, ceil_mode=True), SpatialResponseNorm(),
+            nn.Conv2d(32, 32, 5, padding=2), act(), nn.AvgPool2d(3, 2, ceil_mode=True), SpatialResponseNorm(),
+            nn.Conv2d(32, 64, 5, padding=2), act(), nn.AvgPool2d(3, 2, ceil_mode=True),
+        )  # (B, 3, 32, 32) -> (B, 64, 4, 4)
+        self.fc = nn.Linear(64 * 4 * 4, num_classes)
+        self.config_init()
+
+    @property
+    def layers(self) -> list[nn.Module]:
+        return [m for m in self.features if isinstance(m, nn.Conv2d)] + [self.fc]
+
+    def config_init(self) -> None:
+        for layer, std in zip(self.layers, self.INIT_W):
+            nn.init.normal_(layer.weight, 0.0, std)
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

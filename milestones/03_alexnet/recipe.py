@@ -90,6 +90,12 @@ def imagenet_data(cfg, rt):
     return Epochs(train, cfg.seed), None, val, aug, classes
 
 
+def sgd(cfg, model) -> torch.optim.SGD:
+    """Section 5's update, v <- 0.9 v - 0.0005 eps w - eps <dL/dw>;  w <- w + v. torch's SGD keeps v / -eps
+    instead (b <- 0.9 b + <dL/dw> + 0.0005 w;  w <- w - eps b): the same steps while eps is constant."""
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
 def lr_schedule(cfg, opt, total: int):
     if cfg.schedule == "cosine":  # stepped every batch
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
@@ -105,7 +111,7 @@ def train_classifier(cfg, rt, argv=None) -> dict:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     total = cfg.steps or cfg.epochs * len(train)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = sgd(cfg, model)
     sched = lr_schedule(cfg, opt, total)
     scaler = rt.grad_scaler()
     sess = Session(cfg, rt, open_run(cfg, rt, MILESTONE, model_name(cfg), argv), total, len(train))

@@ -3,6 +3,7 @@
     python -m milestones train 03_alexnet --preset quick                 # CIFAR-10 variant, ~12 CPU minutes
     python -m milestones train 03_alexnet --experiment imagenet --preset paper   # <data root>/imagenet/{train,val}
     python -m milestones train 03_alexnet --experiment relu_vs_tanh --preset quick   # the paper's Figure 1
+    python -m milestones train 03_alexnet --experiment relu_vs_tanh --preset 18pct   # ... with cuda-convnet's net
     python -m milestones train 03_alexnet --experiment ablations --preset quick      # LRN, dropout, overlapping pools
     python -m milestones train 03_alexnet --experiment groups --preset quick         # two-GPU split vs one GPU
 
@@ -60,6 +61,12 @@ class Config(TrainConfig):
                    "(empty: --lr alone)", only="relu_vs_tanh")
     eval_subset: int = arg(0, "measure the training error on the first N training images (0 = all)",
                            only="relu_vs_tanh")
+    max_minutes: float = arg(0, "stop at the end of the first epoch after this many minutes of training (0 = no "
+                             "limit); an activation not at --target-error by then is reported as not reached",
+                             only="relu_vs_tanh")
+    net: str = arg("four-layer", "Figure 1's net: four-layer (ours: 32-32-64 maps, max-pools, training error in "
+                   "eval mode) or layers-18pct (cuda-convnet's example net, init, bias rates, mean-image input, "
+                   "running-mean training error)", choices=("four-layer", "layers-18pct"), only="relu_vs_tanh")
     workers: int = arg(8, "DataLoader worker processes decoding JPEGs", only="imagenet")
     channels_last: bool = arg(False, "NHWC memory layout (faster convolutions on recent GPUs)",
                               only=NETS + ("relu_vs_tanh",))
@@ -108,6 +115,11 @@ PRESETS = {
     # Measured (NOTES.md): tanh / ReLU 0.68 and 0.66 (seeds 0, 1), about 13 CPU minutes a run
     "relu_vs_tanh/quick": dict(_FIG1, lrs="0.003,0.01,0.03,0.1", epochs=20, eval_subset=10000, precision="auto",
                                channels_last=True),
+    # cuda-convnet's layers-18pct net and settings (layer-params-18pct.cfg: epsW 0.001, epsB 0.002, momentum 0.9,
+    # batch 128), without its weight costs (Figure 1: "no regularization of any kind"); two rates above its 0.001,
+    # which was the slowest of 0.001, 0.004, 0.016 for both activations over 120 steps (NOTES.md)
+    "relu_vs_tanh/18pct": dict(_FIG1, net="layers-18pct", lrs="0.004,0.016", epochs=40, momentum=0.9,
+                               precision="fp32", channels_last=True),
     "relu_vs_tanh/smoke": dict(_FIG1, lrs="0.01,0.03", epochs=2, train_subset=256, target_error=0.9,
                                batch_size=32),
     # every arm with the paper's recipe (above); default and quick are ours (He init, cosine decay)
