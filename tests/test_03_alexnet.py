@@ -333,10 +333,20 @@ def test_imagenet_smoke_run(tmp_path):
 
 
 def test_kernel_grid_separates_the_two_gpus():
+    torch.manual_seed(0)
     w = torch.randn(96, 3, 11, 11)
     img = figures.kernel_grid(w, groups=2, per_row=16, scale=1, pad=1)
     assert img.shape[0] == 3 and img.min() >= 0 and img.max() <= 1
     assert img.shape[2] == 16 * 12 + 1 and img.shape[1] == 2 * (3 * 12 + 1) + 6  # 3 rows per GPU, gap of 6
+
+    def shown(n):  # kernel n as drawn: stretched to its own [0, 1] range
+        return (w[n] - w[n].min()) / (w[n].max() - w[n].min())
+    # GPU 1's 48 kernels fill the top block row by row; GPU 2's start the bottom block after the blank gap
+    torch.testing.assert_close(img[:, 1:12, 1:12], shown(0))
+    torch.testing.assert_close(img[:, 13:24, 13:24], shown(17))  # second row, second column
+    torch.testing.assert_close(img[:, 25:36, 181:192], shown(47))
+    assert torch.equal(img[:, 37:43], torch.ones(3, 6, img.shape[2]))
+    torch.testing.assert_close(img[:, 44:55, 1:12], shown(48))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -188,7 +188,8 @@ def relu_vs_tanh(cfg, rt, argv=None) -> dict:
             print(f"{act}: {reached} at its fastest rate, lr {v['lr']:g}; per rate, training error per epoch:")
             for lr, c in v["rates"].items():
                 print(f"  lr {lr}: " + " ".join(f"{e:.3f}" for e in c))
-        plot = figure_1(results, cfg.target_error, run.dir / "relu_vs_tanh.png")
+        plot = figure_1(results, cfg.target_error, run.dir / "relu_vs_tanh.png",
+                        "cuda-convnet's layers-18pct" if build else "Four-layer CNN")
         bound = "" if t["epochs"] else " (tanh never got there: a lower bound)"
         print(f"epochs to {cfg.target_error:.0%} training error: relu {r['epochs']} (lr {r['lr']:g}), "
               f"tanh {t['epochs']} (lr {t['lr']:g}); crossings (interpolated): relu {r['crossing']}, tanh "

@@ -1,6 +1,7 @@
 """The paper's figures drawn from our runs.
 
-Figure 1: training error against epochs of the four-layer net, ReLU (solid) against tanh (dashed).
+Figure 1: training error against epochs of the four-layer net (or cuda-convnet's layers-18pct net), ReLU (solid)
+against tanh (dashed).
 Figure 3: the first layer's kernels as colour images, one block per GPU half. In the paper the 48 kernels on
 GPU 1 came out largely colour-agnostic (edges, frequencies) and the 48 on GPU 2 largely colour-specific (blobs
 of colour), because conv1's two halves feed separate conv2 groups.
@@ -51,7 +52,7 @@ def save_kernel_grid(model, path, groups: int = None) -> Path:
     return path
 
 
-def figure_1(results: dict, target: float, path) -> Path:
+def figure_1(results: dict, target: float, path, net: str = "Four-layer CNN") -> Path:
     """results: {activation: {"lr": fastest rate, "rates": {lr: [training error after each epoch]}}}. Every
     rate is drawn; each activation's fastest is bold, the rest thin; the target error is a grey line."""
     fig, ax = pyplot().subplots(figsize=(6.4, 4.4), dpi=120)
@@ -62,7 +63,7 @@ def figure_1(results: dict, target: float, path) -> Path:
                     linestyle="-" if act == "relu" else "--", linewidth=2.4 if best else 0.9,
                     alpha=1.0 if best else 0.6, label=f"{act}, lr {lr}" + (" (fastest)" if best else ""))
     ax.axhline(100 * target, color="grey", linewidth=0.8)
-    ax.set(title="Four-layer CNN on CIFAR-10 (cf. the paper's Figure 1)", xlabel="epochs",
+    ax.set(title=f"{net} on CIFAR-10 (cf. the paper's Figure 1)", xlabel="epochs",
            ylabel="training error (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
