@@ -113,16 +113,43 @@ def test_perplexity_is_exp_of_mean_token_nll_and_state_is_carried():
 
 
 def test_adding_problem_sequences():
+    """Hochreiter & Schmidhuber 1997, section 5.4 (experiment 4), every clause of the task's definition."""
     g = torch.Generator().manual_seed(0)
-    for _ in range(5):
-        x, y = adding.adding_batch(64, 50, g)
-        assert x.shape[0] == 64 and 50 <= x.shape[1] <= 55
+    T, positions, lengths = 40, set(), set()
+    for _ in range(300):
+        x, y = adding.adding_batch(64, T, g)
         value, marker = x[..., 0], x[..., 1]
         marked = marker == 1
-        assert torch.equal(marked.sum(1), torch.full((64,), 2))
-        assert marked[:, :10].any(1).all() and not marked[:, 25:].any()  # one in the first 10, both in the first T/2
-        torch.testing.assert_close(y, 0.5 + (value * marked).sum(1) / 4)
+        lengths.add(x.shape[1])
+        assert set(marker.unique().tolist()) <= {-1.0, 0.0, 1.0}
+        assert torch.equal(marked.sum(1), torch.full((64,), 2))  # exactly two marked pairs
+        pos = marked.nonzero()[:, 1].view(64, 2)  # (64, 2) positions, in order
+        # one of the first ten pairs, then one of the first T/2 - 1 pairs still unmarked: both within T/2
+        assert (pos[:, 0] < 10).all() and (pos[:, 1] < T // 2).all()
+        positions |= set(pos.flatten().tolist())
+        # the first and the last pair carry -1 (the first unless it got marked, and then X1 counts as 0)
         assert (marker[:, -1] == -1).all() and ((marker[:, 0] == -1) | marked[:, 0]).all()
+        assert (value[marked[:, 0], 0] == 0).all() and (value[~marked[:, 0], 0] != 0).all()
+        torch.testing.assert_close(y, 0.5 + (value * marked).sum(1) / 4)  # target 0.5 + (X1 + X2) / 4
+        assert value.min() >= -1 and value.max() <= 1
+    assert lengths == set(range(T, T + T // 10 + 1))  # lengths between T and T + T/10
+    assert positions == set(range(T // 2))  # every one of the first T/2 pairs gets marked, not only the first ten
+    # the paper's test: 2,560 sequences, correct when the absolute error is below 0.04; its stop rule: the last
+    # 2,000 training sequences all correct and their mean squared error below 0.01
+    assert (adding.TEST_SEQUENCES, adding.TOLERANCE, adding.RECENT, adding.RECENT_MSE) == (2560, 0.04, 2000, 0.01)
+
+
+def test_a_sequence_is_wrong_at_an_absolute_error_of_0_04_or_more():
+    class Off(torch.nn.Module):  # answers the target plus a fixed error per sequence
+        def forward(self, x):
+            return x[:, 0, 0]
+
+    errors = torch.tensor([0.0, 0.039, -0.039, 0.0401, -0.041, 0.2])
+    y = torch.rand(6)
+    x = torch.zeros(6, 3, 2)
+    x[:, 0, 0] = y + errors
+    wrong, mse = adding.evaluate(Off(), [(x, y)], CPU)
+    assert wrong == pytest.approx(3 / 6) and mse == pytest.approx(float((errors ** 2).mean()), rel=1e-5)
 
 
 def test_param_count_of_zaremba_small():
@@ -160,8 +187,9 @@ def test_smoke_runs_and_sampling(tmp_path, data_root):
     r = run_cli("train", "05_lstm", "--experiment", "adding", "--preset", "smoke", "--out-dir", tmp_path / "a")
     assert r.returncode == 0, r.stderr
     card = read_summary(only_run_dir(tmp_path / "a", "05_lstm"))
-    assert {x["model"] for x in card["results"]} == {"rnn", "lstm", "lstm1997"} and 0 <= card["value"] <= 1
-    assert all(0 <= x["wrong"] <= 2560 and "paper_stop_sequences" in x for x in card["results"])
+    assert {x["model"] for x in card["results"]} == {"rnn", "lstm", "lstm1997"}
+    assert card["value"] == next(x["error"] for x in card["results"] if x["model"] == "lstm")  # the LSTM's, at T=10
+    assert all(x["wrong"] == round(x["error"] * 2560) and "paper_stop_sequences" in x for x in card["results"])
     assert (only_run_dir(tmp_path / "a", "05_lstm") / "grad_norm_vs_lag.png").stat().st_size > 1000
 
     r = run_cli("train", "05_lstm", "--experiment", "shakespeare", "--preset", "smoke", "--out-dir", tmp_path / "s",
@@ -184,8 +212,15 @@ def test_smoke_runs_and_sampling(tmp_path, data_root):
 
     r = run_cli("train", "05_lstm", "--experiment", "ptb", "--preset", "smoke", "--out-dir", tmp_path / "p", env=env)
     assert r.returncode == 0, r.stderr
-    card = read_summary(only_run_dir(tmp_path / "p", "05_lstm"))
-    assert card["metric"] == "test_perplexity" and 1 < card["value"] < 10_000 and card["paper_value"] == 114.5
+    run = only_run_dir(tmp_path / "p", "05_lstm")
+    card = read_summary(run)
+    assert card["metric"] == "test_perplexity" and card["paper_value"] == 114.5
+    # the card's perplexity is exp of the final net's mean NLL per token over the whole PTB test split, recomputed
+    ptb = data.load("ptb", data_root, download=False)
+    lm = model.LanguageModel(10_000, 16, num_layers=2)
+    lm.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
+    nll = evaluate_lm(lm, BPTTLoader(ptb["test"], 200, 10, drop_last=False), CPU)
+    assert card["value"] == pytest.approx(math.exp(nll), abs=0.006) and card["value"] < 10_000  # chance: 10,000
 
 
 def test_adding_nets_stop_once_solved_each_with_its_own_checkpoint(tmp_path):
@@ -325,3 +360,109 @@ def test_the_1997_arm_has_no_forget_gate_and_the_paper_preset_is_online_sgd():
     assert quick.models.split(",") == ["rnn", "lstm", "lstm1997"] and quick.optim == "adam"
     old = adding.build(quick, "lstm1997")
     assert not old.rnn.forget_gate and old.rnn.impl == "scratch" and adding.build(quick, "lstm").rnn.forget_gate
+
+
+class _Built(Exception):
+    """Raised where a training run has built its net and optimiser, before its first step."""
+
+
+def built(monkeypatch, module, argv) -> dict:
+    """What `train.main(argv)` builds for its (first) training loop, via `module`'s Session (train for the language
+    models, adding for the adding problem): the Session's config, step total and steps per epoch, and the model,
+    optimiser and scheduler it attaches. Nothing is trained."""
+    got = {}
+
+    class Stop(module.Session):
+        def attach(self, model, optimizer=None, scheduler=None, *args, **kwargs):
+            got.update(cfg=self.cfg, total=self.total, per_epoch=self.steps_per_epoch, model=model, opt=optimizer,
+                       sched=scheduler)
+            raise _Built
+
+    monkeypatch.setattr(module, "Session", Stop)
+    with pytest.raises(_Built):
+        train.main(argv)
+    return got
+
+
+def _uniform_in(p: torch.Tensor, r: float) -> None:
+    """Within [-r, r], and a tensor of 1,000+ values reaches past 99% of r on both sides."""
+    assert p.abs().max() <= r, (p.shape, p.abs().max(), r)
+    if p.numel() >= 1000:
+        assert p.max() > 0.99 * r and p.min() < -0.99 * r, (p.shape, r)
+
+
+@pytest.mark.parametrize("size", list(ZAREMBA_2014))
+def test_zaremba_paper_preset_builds_the_papers_net_and_optimiser(size, tmp_path, data_root, monkeypatch):
+    """Zaremba et al. 2014, section 4.1, as run_lm builds it: 2 LSTM layers of the size's width over the 10k-word
+    vocabulary, every parameter uniform in [-init, init], dropout p on the non-recurrent connections, plain SGD at
+    LR 1, minibatches of 20 streams, the size's number of epochs."""
+    monkeypatch.setenv("MILESTONES_DATA", str(data_root))
+    hidden, dropout, epochs, decay, after, init, clip = ZAREMBA_2014[size]
+    got = built(monkeypatch, train, ["--experiment", "ptb", "--preset", "paper", "--size", size,
+                                     "--out-dir", str(tmp_path)])
+    lm, opt, sched, cfg = got["model"], got["opt"], got["sched"], got["cfg"]
+    assert lm.embed.weight.shape == (10_000, hidden) and lm.decoder.weight.shape == (10_000, hidden)
+    assert lm.rnn.kind == "lstm" and lm.rnn.num_layers == 2 and lm.rnn.hidden_size == hidden
+    assert lm.drop.p == dropout and lm.rnn.net.dropout == dropout  # embedding/decoder side, and between layers
+    for p in lm.parameters():  # the forget gate's bias too: no forget-bias trick in the paper
+        _uniform_in(p.detach(), init)
+    assert type(opt) is torch.optim.SGD
+    g = opt.param_groups[0]
+    assert (g["initial_lr"], g["momentum"], g["weight_decay"], g["nesterov"]) == (1.0, 0, 0, False)
+    per_epoch = got["per_epoch"]
+    assert cfg.batch_size == 20 and per_epoch == (929_589 - 1) // 20 // cfg.bptt and got["total"] == epochs * per_epoch
+    lrs = [sched.lr_lambdas[0](e * per_epoch) for e in range(epochs)]  # LR 1 for `after` epochs, then x decay
+    assert lrs == pytest.approx([1.0] * after + [decay ** k for k in range(1, epochs - after + 1)], rel=1e-12)
+    assert (cfg.clip, cfg.time_sum, cfg.forget_bias) == (clip, True, None)
+
+
+def test_lm_step_clips_the_window_summed_loss_at_the_configured_norm(tmp_path, data_root, monkeypatch):
+    """Zaremba et al. 2014 clip the norm of the gradient of the loss summed over the unrolled steps (averaged over
+    the minibatch, as in their code) at 5 (small, medium) or 10 (large): what run_lm hands optimizer_step."""
+    monkeypatch.setenv("MILESTONES_DATA", str(data_root))
+    losses, steps = [], []
+    real_ce, real_step = F.cross_entropy, train.optimizer_step
+    monkeypatch.setattr(train.F, "cross_entropy", lambda *a, **k: losses.append(real_ce(*a, **k)) or losses[-1])
+    monkeypatch.setattr(train, "optimizer_step", lambda objective, opt, scaler, clip=0.0, params=None: (
+        steps.append((objective.detach(), clip)), real_step(objective, opt, scaler, clip=clip, params=params)))
+    train.main(["--experiment", "ptb", "--preset", "smoke", "--steps", "2", "--eval-every", "0", "--clip", "7.5",
+                "--out-dir", str(tmp_path)])
+    assert len(steps) == 2
+    for (objective, clip), loss in zip(steps, losses):  # the first cross-entropies are the training steps'
+        assert clip == 7.5 and objective == pytest.approx(loss.item() * 10)  # smoke: BPTT 10
+
+
+def test_zaremba_table_1_perplexities():
+    # Zaremba et al. 2014, Table 1 (valid, test): non-regularised (small) 120.7 / 114.5, medium 86.2 / 82.7,
+    # large 82.2 / 78.4
+    assert train.PAPER_PPL == {"small": (120.7, 114.5), "medium": (86.2, 82.7), "large": (82.2, 78.4)}
+
+
+def test_adding_paper_preset_builds_the_1997_setup(tmp_path, monkeypatch):
+    """Hochreiter & Schmidhuber 1997, section 5.4, as train_one builds it for the first length (T = 100): the 1997
+    cell (no forget gate), 2 blocks of 2 cells (4 cells here, a gate per cell), weights uniform in [-0.1, 0.1],
+    one sequence per weight change by plain gradient descent at learning rate 0.5, no clipping."""
+    got = built(monkeypatch, adding, ["--experiment", "adding", "--preset", "paper", "--threads",
+                                      str(torch.get_num_threads()), "--out-dir", str(tmp_path)])
+    net, opt, cfg = got["model"], got["opt"], got["cfg"]
+    assert net.rnn.impl == "scratch" and not net.rnn.forget_gate and net.rnn.hidden_size == 4
+    assert net.rnn.cells[0].weight_ih.shape == (3 * 4, 2) and net.out.weight.shape == (1, 4)  # i, g, o blocks
+    for p in net.parameters():
+        _uniform_in(p.detach(), 0.1)
+    assert max(p.abs().max() for p in net.parameters()) > 0.09
+    assert type(opt) is torch.optim.SGD
+    g = opt.param_groups[0]
+    assert (g["lr"], g["momentum"], g["weight_decay"]) == (0.5, 0, 0)
+    assert (cfg.batch_size, cfg.clip, cfg.lengths) == (1, 0.0, "100,500,1000")  # Table 7's T = 100, 500, 1000
+    assert got["total"] == 1_000_000  # our budget: the paper's T = 1000 run took 853,000 sequences
+
+
+def test_adding_card_compares_with_table_7_at_t_100(tmp_path):
+    """Table 7: at T = 100 the paper's LSTM got 1 of 2,560 test sequences wrong; the card's value is the LSTM's
+    fraction wrong at the longest T, consistent with its count."""
+    card = train.main(["--experiment", "adding", "--preset", "smoke", "--lengths", "100", "--models", "lstm",
+                       "--steps", "2", "--eval-every", "2", "--threads", str(torch.get_num_threads()),
+                       "--out-dir", str(tmp_path)])
+    assert card["paper_value"] == 1 / 2560 and "Table 7" in card["paper_source"]
+    (r,) = card["results"]
+    assert card["value"] == r["error"] and r["wrong"] == round(r["error"] * 2560) and r["T"] == 100
