@@ -52,6 +52,8 @@ class TrainConfig:
                        "whose steps are launch-bound on a GPU); max-autotune; `--compile` alone = default",
                        choices=COMPILE_MODES)
     seed: int = arg(0, "random seed (same on every rank)")
+    deterministic: bool = arg(False, "deterministic kernels (cuDNN/cuBLAS determinism, cuDNN autotuning off): "
+                              "on a GPU, what makes --resume continue weight for weight; slower")
     epochs: int = arg(1, "passes over the training set")
     steps: int = arg(0, "optimizer steps to train; when > 0 it replaces --epochs")
     batch_size: int = arg(64, "examples per optimizer step, summed over all ranks")
@@ -245,7 +247,7 @@ def train_command(cls, presets: dict, experiments, argv=None, prog: str = "train
 
     def run():
         cfg = parse_config(cls, argv, presets, prog, description, experiments, milestone)
-        with setup(cfg.device, cfg.precision, cfg.seed, cfg.threads) as rt:
+        with setup(cfg.device, cfg.precision, cfg.seed, cfg.threads, cfg.deterministic) as rt:
             return experiments[cfg.experiment](cfg, rt, argv)
     return exit_on_user_error(run)
 

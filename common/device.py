@@ -158,7 +158,18 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, 2 ** 31 - 1) and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 
-def setup(device: str = "auto", precision: str = "fp32", seed: int = 0, threads: int = 0) -> Runtime:
+def deterministic_kernels(on: bool) -> None:
+    """--deterministic: kernels that give the same bits for the same inputs. On a GPU cuDNN's autotuner (which
+    may pick another algorithm on a resumed run) goes off, and cuBLAS needs a fixed workspace; ops with no
+    deterministic kernel warn instead of failing the run."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.backends.cudnn.deterministic = on
+
+
+def setup(device: str = "auto", precision: str = "fp32", seed: int = 0, threads: int = 0,
+          deterministic: bool = False) -> Runtime:
     """Pick the device, check the precision, seed, and join torchrun's process group if launched by it.
 
     Use as `with setup(...) as rt:` so the process group is left however the run ends."""
@@ -181,7 +192,8 @@ def setup(device: str = "auto", precision: str = "fp32", seed: int = 0, threads:
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for fp32 matmuls
         torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = not deterministic  # autotuning picks algorithms run by run
+    deterministic_kernels(deterministic)
     seed_everything(seed)  # same seed on every rank: identical initial weights
     return Runtime(device=dev, precision=precision, rank=rank, local_rank=local_rank, world_size=world_size)
 

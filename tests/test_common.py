@@ -356,3 +356,14 @@ def test_a_command_line_mistake_is_one_line_on_stderr_and_exit_2(argv, says):
 def test_help_still_shows_every_flag():
     r = run_cli("train", "01_dnn", "--help")
     assert r.returncode == 0 and "--batch-size" in r.stdout and "--preset" in r.stdout
+
+
+def test_deterministic_switch_turns_deterministic_kernels_on_and_autotuning_off():
+    try:
+        with setup("cpu", deterministic=True):
+            assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        with setup("cpu"):  # the next run in the process starts from the defaults again
+            assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from common.device import pick_device
 from common.logging import SUMMARY_KEYS
 from common.session import Session
 from milestones import COURSE, is_built
@@ -39,12 +40,14 @@ def train_module(mid):
 
 
 LOG_EVERY = 3  # not a preset's value: the runs must honour the flag
+_DEV = pick_device("auto")  # the device a run picks by itself here: the contract holds on any of them
+DEVICE = torch.cuda.get_device_name(_DEV) if _DEV.type == "cuda" else _DEV.type
 
 
 def smoke(mid, out, *flags):
     """A smoke run in this process (fast, and lets a test reach into it); returns its run directory."""
     train_module(mid).main([*CASES[mid], "--preset", "smoke", "--log-every", str(LOG_EVERY), "--out-dir", str(out),
-                            *flags])
+                            "--deterministic", *flags])  # on a GPU, exact resume needs deterministic kernels
     return only_run_dir(out, mid)
 
 
@@ -81,7 +84,7 @@ def test_smoke_run_writes_the_run_record(mid, full_runs):
     assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "summary.json", "checkpoint.pt"}
     card = read_summary(run)
     assert set(SUMMARY_KEYS) <= set(card) and ("steps" in card or "epochs" in card)
-    assert card["milestone"] == mid and card["device"] == "cpu" and card["world_size"] == 1
+    assert card["milestone"] == mid and card["device"] == DEVICE and card["world_size"] == 1
     assert card["preset"] == "smoke" and card["params"] > 0 and card["train_seconds"] > 0
     record = json.loads((run / "config.json").read_text())
     assert {"milestone", "model", "config", "argv", "torch", "device", "git_commit"} <= set(record)
@@ -168,7 +171,7 @@ def test_every_experiment_smoke_runs_and_scales_its_losses(mid, experiment, tmp_
     train_module(mid).main(["--experiment", experiment, "--preset", "smoke", "--out-dir", str(tmp_path)])
     cards = [json.loads(p.read_text()) for p in (tmp_path / mid).glob("*/summary.json")]
     assert cards and all(set(SUMMARY_KEYS) <= set(c) for c in cards)
-    assert all(c["world_size"] == 1 and c["device"] == "cpu" for c in cards)
+    assert all(c["world_size"] == 1 and c["device"] == DEVICE for c in cards)
     if (mid, experiment) not in ALWAYS_FP32:
         assert scaled, "the updates bypass the GradScaler"
 
