@@ -91,11 +91,26 @@ def test_h2_sees_8_of_12_maps_and_each_h1_map_feeds_8():
 
 @pytest.mark.parametrize("kw", [{}, dict(activation="relu"), dict(pool="max"), dict(c3="full"),
                                 dict(output="softmax"), dict(activation="relu", pool="max", output="softmax")])
-def test_lenet5_shapes(kw):
+def test_lenet5_options_change_only_what_they_name(kw):
+    torch.manual_seed(0)
     model = lenet.LeNet5(**kw)
     x = torch.randn(3, 1, 32, 32)
-    assert model.features(x).shape == (3, 84)
-    assert model(x).shape == (3, 10)
+    h = model.features(x)
+    assert h.shape == (3, 84)
+    f = torch.relu if kw.get("activation") == "relu" else lenet.scaled_tanh
+    c1 = f(model.c1(x))  # (3, 6, 28, 28)
+    if kw.get("pool") == "max":  # a plain 2x2 max, no coefficient, bias or squashing
+        torch.testing.assert_close(model.subsample(c1, "s2"), F.max_pool2d(c1, 2))
+    else:  # the paper's S2: f(coefficient * (sum of 2x2) + bias)
+        torch.testing.assert_close(model.subsample(c1, "s2"), f(model.s2(c1)))
+    assert (h >= 0).all() if kw.get("activation") == "relu" else h.abs().max() <= lenet.A
+    connected = model.c3.kernel().abs().sum((2, 3)) > 0  # (16, 6)
+    assert torch.equal(connected, torch.ones(16, 6, dtype=torch.bool) if kw.get("c3") == "full"
+                       else lenet.c3_table().t())
+    if kw.get("output") == "softmax":  # a trained Linear(84, 10) for cross-entropy
+        torch.testing.assert_close(model(x), model.head(h))
+    else:  # the paper's RBF scores: minus the squared distance to each fixed code (eq. 7)
+        torch.testing.assert_close(model(x), -lenet.rbf_penalties(h, lenet.rbf_codes()))
 
 
 def test_lenet1989_shapes_background_padding_and_unit_biases():

@@ -466,3 +466,21 @@ def test_adding_card_compares_with_table_7_at_t_100(tmp_path):
     assert card["paper_value"] == 1 / 2560 and "Table 7" in card["paper_source"]
     (r,) = card["results"]
     assert card["value"] == r["error"] and r["wrong"] == round(r["error"] * 2560) and r["T"] == 100
+
+
+def test_shakespeare_paper_preset_builds_char_rnns_optimiser(tmp_path, data_root, monkeypatch):
+    """char-rnn (Karpathy 2015, train.lua defaults; not one of this chapter's papers, but the recipe train.py names):
+    RMSprop at 2e-3 with decay rate 0.95 (torch7's epsilon 1e-8), LR x0.97 per epoch after 10, clip 5, init +-0.08,
+    2 layers (the preset: 3 x 512 and dropout 0.5, ours), sequences of 50, batches of 50."""
+    monkeypatch.setenv("MILESTONES_DATA", str(data_root))
+    got = built(monkeypatch, train, ["--experiment", "shakespeare", "--preset", "paper", "--out-dir", str(tmp_path)])
+    lm, opt, sched, cfg = got["model"], got["opt"], got["sched"], got["cfg"]
+    assert type(opt) is torch.optim.RMSprop
+    g = opt.param_groups[0]
+    assert (g["initial_lr"], g["alpha"], g["eps"], g["momentum"], g["centered"]) == (2e-3, 0.95, 1e-8, 0, False)
+    for p in lm.parameters():
+        _uniform_in(p.detach(), 0.08)
+    assert (cfg.bptt, cfg.batch_size, cfg.clip, cfg.time_sum) == (50, 50, 5.0, False)
+    n = got["per_epoch"]
+    assert [sched.lr_lambdas[0](e * n) for e in (0, 9, 10, 11)] == pytest.approx([1, 1, 0.97, 0.97 ** 2])
+    assert (lm.rnn.num_layers, lm.rnn.hidden_size, lm.drop.p) == (3, 512, 0.5)
