@@ -15,7 +15,7 @@ from .notes import run_it
 # key -> title. `experiment: model` is one cell (the arm's name for a multi-arm run); `time` is train_seconds.
 COLUMNS = {"milestone": "milestone", "what": "experiment: model", "preset": "preset", "metric": "metric",
            "value": "ours", "paper_value": "paper", "precision": "prec", "train_seconds": "time",
-           "cpu_seconds": "CPU time", "wall_seconds": "wall time",
+           "cpu_seconds": "CPU", "wall_seconds": "wall",
            "seeds": "seeds", "load": "load", "dataset": "dataset", "params": "params",
            "examples_per_second": "ex/s", "device": "device", "machine": "machine", "world_size": "procs",
            "seed": "seed", "command": "command", "run": "run"}
@@ -36,9 +36,9 @@ def _read_json(path: Path):
         return None
 
 
-def command_of(config: dict, drop=("--out-dir", "--threads", "--data-dir")) -> str | None:
-    """The train command a run record came from, without where it wrote (--out-dir), where its data was or how many
-    threads it used (what does not change the result)."""
+def command_of(config: dict, drop=("--out-dir", "--data-dir")) -> str | None:
+    """The train command a run record came from, without where it wrote (--out-dir) or read its data (paths that
+    change nothing but the machine's file layout)."""
     argv = list(config.get("argv") or [])
     if not argv or "milestone" not in config:
         return None
@@ -181,7 +181,7 @@ def merge_seeds(cards: list[dict]) -> list[dict]:
     return out
 
 
-COURSE_SHOW = ("command", "metric", "value", "paper_value", "precision", "train_seconds", "seeds")
+COURSE_SHOW = ("command", "metric", "value", "paper_value", "precision", "cpu_seconds", "seeds")
 
 
 def course_only(cards: list[dict]) -> list[dict]:
