@@ -367,3 +367,18 @@ def test_deterministic_switch_turns_deterministic_kernels_on_and_autotuning_off(
             assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_normalize_builds_its_channel_statistics_once_per_device(monkeypatch):
+    """A training step must not copy mean/std from the host each call (on a GPU: a blocking copy every step)."""
+    from common.data import augment
+
+    x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    want = (x.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert torch.allclose(augment.normalize(x, mean, std), want)
+    made = []
+    monkeypatch.setattr(augment.torch, "tensor", lambda *a, **k: made.append(1))
+    for _ in range(3):
+        assert torch.allclose(augment.normalize(x, mean, std), want)
+    assert not made  # the cached statistics served every later call

@@ -23,10 +23,21 @@ def random_hflip(x: torch.Tensor, p: float = 0.5, generator=None) -> torch.Tenso
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
+_STATS = {}  # (mean, std, device, dtype) -> the (1, C, 1, 1) tensors, made once per device
+
+
+def channel_stats(mean, std, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std as (1, C, 1, 1) tensors on `device`, built once: a tensor made from Python numbers
+    on a GPU is a blocking host-to-device copy, which every training step would otherwise wait for."""
+    key = (tuple(mean), tuple(std), str(device), dtype)
+    if key not in _STATS:
+        _STATS[key] = tuple(torch.tensor(v, dtype=dtype).view(1, -1, 1, 1).to(device) for v in (mean, std))
+    return _STATS[key]
+
+
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     """uint8 or [0, 1] float images -> zero-mean, unit-variance channels (float)."""
     if x.dtype == torch.uint8:
         x = x.float().div_(255)
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    m, s = channel_stats(mean, std, x.device, x.dtype)
     return (x - m) / s
