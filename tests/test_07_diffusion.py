@@ -390,3 +390,17 @@ def test_ema_update_is_the_weighted_average():
         warm.update()
     assert warm.current_decay() == pytest.approx(91 / 100)
     assert EMA(net).current_decay() == 0.9999  # the paper's: no warm-up
+
+
+def test_ema_update_is_two_foreach_calls_not_a_loop_over_tensors(monkeypatch):
+    """On a GPU a Python loop over the U-Net's 328 tensors launched ~650 kernels a step; one foreach pair does
+    the same arithmetic (values checked by the test above)."""
+    net = UNet(1, 8, (1, 2), 1, (), 0.0, 16)
+    ema = EMA(net, decay=0.9)
+    calls = []
+    real_mul, real_add = torch._foreach_mul_, torch._foreach_add_
+    monkeypatch.setattr(torch, "_foreach_mul_", lambda *a, **k: calls.append("mul") or real_mul(*a, **k))
+    monkeypatch.setattr(torch, "_foreach_add_", lambda *a, **k: calls.append("add") or real_add(*a, **k))
+    ema.update()
+    ema.update()
+    assert calls == ["mul", "add", "mul", "add"]

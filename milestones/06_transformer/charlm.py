@@ -15,8 +15,12 @@ def gpt_from(cfg: dict, vocab_size: int) -> GPT:
 
 def windows(ids: torch.Tensor, batch: int, context: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`batch` random windows of context + 1 tokens, drawn from `seed` alone: x, y (B, T), y = x shifted by one."""
-    g = torch.Generator().manual_seed(seed)
-    start = torch.randint(len(ids) - context, (batch,), generator=g).to(ids.device)
+    g = torch.Generator().manual_seed(seed)  # on the CPU: the same batches on every device
+    start = torch.randint(len(ids) - context, (batch,), generator=g)
+    if ids.device.type == "cuda":  # a pinned copy runs behind the GPU's queue instead of waiting for it
+        start = start.pin_memory().to(ids.device, non_blocking=True)
+    else:
+        start = start.to(ids.device)
     w = ids[start[:, None] + torch.arange(context + 1, device=ids.device)]  # (B, T + 1)
     return w[:, :-1], w[:, 1:]
 

@@ -226,8 +226,10 @@ class EMA:
     @torch.no_grad()
     def update(self) -> None:
         d = self.current_decay()
-        for name, p in self.model.named_parameters():
-            self.shadow[name].mul_(d).add_(p.detach(), alpha=1 - d)  # d * shadow + (1 - d) * param
+        shadow = [self.shadow[name] for name, _ in self.model.named_parameters()]
+        params = [p.detach() for _, p in self.model.named_parameters()]
+        torch._foreach_mul_(shadow, d)  # d * shadow + (1 - d) * param, for every tensor in two kernel launches
+        torch._foreach_add_(shadow, params, alpha=1 - d)  # (a loop over the U-Net's 328 tensors made ~650)
         self.num_updates += 1
 
     @torch.no_grad()
