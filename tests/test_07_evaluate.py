@@ -2,6 +2,7 @@
 scores on real MNIST (real vs real near the floor, noise far, a collapsed generator visible)."""
 
 import importlib
+import json
 import math
 import sys
 
@@ -129,6 +130,9 @@ def test_classifier_trains_caches_and_reloads(mnist_clf):
     assert second.path == first.path and first.path.with_suffix(".json").is_file()
     assert first.path.stat().st_mtime_ns == mtime  # loaded, not written again
     assert "steps500" in first.path.name  # a short budget never poses as the default yardstick
+    assert "cpu-fp32" in first.path.name and first.trained_as == "cpu-fp32"  # nor a classifier trained elsewhere
+    assert ev.classifier_path("mnist", 500, torch.device("cuda")) != first.path  # (a GPU's trains in bf16)
+    assert json.loads(first.path.with_suffix(".json").read_text())["trained_as"] == "cpu-fp32"
     for k, v in first.net.state_dict().items():
         assert torch.equal(v, second.net.state_dict()[k])
 

@@ -141,6 +141,7 @@ class Classifier(nn.Module):
             else:
                 self.net = resnet.resnet_cifar(20)  # already He-initialised, as the paper does
         self.accuracy, self.trained, self.path = float("nan"), False, None  # set by load_or_train_classifier
+        self.trained_as = None  # "cpu-fp32" / "cuda-bf16": which yardstick this is
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] images -> the input scaling the classifier was trained on."""
@@ -173,12 +174,20 @@ def he_init_(net: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def classifier_path(dataset: str, steps: int | None = None) -> Path:
-    """cache_dir()/classifiers/<dataset>-<arch>-<version>[-steps<N>].pt. A non-default budget gets a file of its
-    own, so a short test run never passes for the real yardstick."""
+def trained_as(device: torch.device) -> str:
+    """How train_classifier trains on `device`: bf16 autocast on a GPU, fp32 elsewhere. Classifiers trained
+    differently are different yardsticks, so scores name (and the cache keys) which one measured them."""
+    return "cuda-bf16" if device.type == "cuda" else f"{device.type}-fp32"
+
+
+def classifier_path(dataset: str, steps: int | None = None, device: torch.device | None = None) -> Path:
+    """cache_dir()/classifiers/<dataset>-<arch>-<version>-<device>-<precision>[-steps<N>].pt. A non-default
+    budget gets a file of its own, so a short test run never passes for the real yardstick, and so does a
+    classifier trained on another kind of device or in another precision."""
     recipe = RECIPES[dataset]
     budget = "" if steps in (None, recipe["steps"]) else f"-steps{steps}"
-    return data.cache_dir() / "classifiers" / f"{dataset}-{recipe['arch']}-{VERSION}{budget}.pt"
+    kind = trained_as(device if device is not None else torch.device("cpu"))
+    return data.cache_dir() / "classifiers" / f"{dataset}-{recipe['arch']}-{VERSION}-{kind}{budget}.pt"
 
 
 def load_or_train_classifier(dataset: str, data_dir=None, device="auto", steps: int | None = None) -> Classifier:
@@ -186,7 +195,8 @@ def load_or_train_classifier(dataset: str, data_dir=None, device="auto", steps: 
     happened, `.accuracy` is its test accuracy, `.path` its weights (with a JSON record beside them)."""
     clf = Classifier(dataset)
     device = pick_device(device or "auto") if device is None or isinstance(device, str) else torch.device(device)
-    path = classifier_path(dataset, steps)
+    path = classifier_path(dataset, steps, device)
+    clf.trained_as = trained_as(device)
     if path.is_file():
         try:
             clf.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -256,7 +266,8 @@ def train_classifier(clf: Classifier, splits: dict, steps: int) -> dict:
     accuracy = float((predicted == y_test).float().mean())
     print(f"  test accuracy {accuracy:.2%} after {seconds:.0f} s", file=sys.stderr)
     return dict(dataset=clf.dataset, arch=clf.arch, version=VERSION, steps=steps, test_accuracy=accuracy,
-                train_seconds=round(seconds, 1), device=device.type, torch=torch.__version__)
+                train_seconds=round(seconds, 1), device=device.type, trained_as=trained_as(device),
+                torch=torch.__version__)
 
 
 def _save(clf: Classifier, path: Path, info: dict) -> None:
@@ -379,7 +390,8 @@ def score_samples(samples: torch.Tensor, dataset: str, data_dir=None, n: int = 1
     kid_fake = kid(f_test, f_fake, kid_subsets, m, seed)
     kid_real = kid(f_test, f_train, kid_subsets, m, seed)
     return dict(
-        n=n, dataset=dataset, classifier=f"{clf.arch}-{VERSION}", classifier_accuracy=clf.accuracy,
+        n=n, dataset=dataset, classifier="-".join(filter(None, (clf.arch, VERSION, clf.trained_as))),
+        classifier_accuracy=clf.accuracy,
         fcd=frechet_distance(*feature_stats(f_fake), mu_test, cov_test), kid=kid_fake[0], kid_std=kid_fake[1],
         fcd_real=frechet_distance(*feature_stats(f_train), mu_test, cov_test), kid_real=kid_real[0],
         kid_real_std=kid_real[1],
