@@ -15,7 +15,7 @@ from .notes import run_it
 # key -> title. `experiment: model` is one cell (the arm's name for a multi-arm run); `time` is train_seconds.
 COLUMNS = {"milestone": "milestone", "what": "experiment: model", "preset": "preset", "metric": "metric",
            "value": "ours", "paper_value": "paper", "precision": "prec", "train_seconds": "time",
-           "cpu_seconds": "CPU", "wall_seconds": "wall",
+           "cpu_seconds": "CPU", "wall_seconds": "wall", "seconds_to_target": "to target",
            "seeds": "seeds", "load": "load", "dataset": "dataset", "params": "params",
            "examples_per_second": "ex/s", "device": "device", "machine": "machine", "world_size": "procs",
            "seed": "seed", "command": "command", "run": "run"}
