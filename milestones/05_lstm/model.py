@@ -85,6 +85,14 @@ class RNNCell(nn.Module):
         return torch.tanh(wx + F.linear(h, self.weight_hh, self.bias_hh)), None
 
 
+def fp32_under_autocast(device_type: str) -> bool:
+    """Whether nn.LSTM / nn.RNN must leave autocast: under bf16 autocast on CUDA, PyTorch runs cuDNN's recurrent
+    kernels in fp16 (their only reduced precision), which a bf16 run does not loss-scale. There they run in fp32
+    (TF32 tensor cores) instead; a CPU runs them in bf16 as asked, and fp16 runs have their GradScaler."""
+    return (device_type == "cuda" and torch.is_autocast_enabled(device_type)
+            and torch.get_autocast_dtype(device_type) == torch.bfloat16)
+
+
 class Recurrent(nn.Module):
     """A stack of recurrent layers over a (B, T, C) sequence, batch first.
 
@@ -128,6 +136,11 @@ class Recurrent(nn.Module):
     def forward(self, x: torch.Tensor, state=None):
         """x: (B, T, C) -> outputs of the last layer (B, T, H), final state (h, c) each (L, B, H) (h alone for rnn)."""
         if self.impl == "torch":
+            if fp32_under_autocast(x.device.type):
+                with torch.autocast(x.device.type, enabled=False):
+                    state = None if state is None else \
+                        (tuple(s.float() for s in state) if isinstance(state, tuple) else state.float())
+                    return self.net(x.float(), state)
             return self.net(x, state)
         B, T, _ = x.shape
         if state is None:
