@@ -86,9 +86,9 @@ class RNNCell(nn.Module):
 
 
 def fp32_under_autocast(device_type: str) -> bool:
-    """Whether nn.LSTM / nn.RNN must leave autocast: under bf16 autocast on CUDA, PyTorch runs cuDNN's recurrent
-    kernels in fp16 (their only reduced precision), which a bf16 run does not loss-scale. There they run in fp32
-    (TF32 tensor cores) instead; a CPU runs them in bf16 as asked, and fp16 runs have their GradScaler."""
+    """Whether nn.LSTM / nn.RNN must leave autocast: on CUDA, autocast runs cuDNN's recurrent kernels in fp16
+    whatever dtype was asked, and a bf16 run does not loss-scale. There they run in fp32 (TF32 tensor cores)
+    instead; a CPU runs them in bf16 as asked, and fp16 runs have their GradScaler."""
     return (device_type == "cuda" and torch.is_autocast_enabled(device_type)
             and torch.get_autocast_dtype(device_type) == torch.bfloat16)
 
