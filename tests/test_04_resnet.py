@@ -260,6 +260,7 @@ def test_paper_preset_builds_section_4_2s_optimiser_and_schedule(experiment, mod
     got = built(monkeypatch, ["--experiment", experiment, "--preset", "paper", *flags, "--out-dir", str(tmp_path)])
     net, opt, sched, cfg = got["model"], got["opt"], got["sched"], got["cfg"]
     assert n_params(net) == cifar_params_by_hand(int(model[-3:] if model.endswith("110") else model[-2:]))
+    assert not any(isinstance(m, nn.Dropout) for m in net.modules())  # "BN ... but with no dropout"
     assert type(opt) is torch.optim.SGD and len(opt.param_groups) == 1  # one group: decay on every weight
     g = opt.param_groups[0]
     assert {id(p) for p in g["params"]} == {id(p) for p in net.parameters()}
