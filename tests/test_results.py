@@ -206,3 +206,8 @@ def test_results_holds_records_not_checkpoints_and_stays_lean():
 def test_published_tables_equal_their_commands_output(path):
     """A number in README.md or a NOTES.md table can only change through a run record in results/."""
     assert stale(path, REPO) == [], f"run: python -m milestones compare --update {path.relative_to(REPO)}"
+def test_readme_names_its_generating_commands_and_reads_in_two_minutes():
+    text = (REPO / "README.md").read_text()
+    assert any(args.startswith("results/") for args, _ in blocks(text))
+    lines = text.splitlines()
+    assert len(lines) < 160 and max(map(len, lines)) <= 100
