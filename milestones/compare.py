@@ -199,16 +199,17 @@ def course_only(cards: list[dict]) -> list[dict]:
 
 
 def compare(runs: str = "runs", fmt: str = "table", wide: bool = False, columns=(), filters=(), machine=None,
-            seeds: bool = False, show=(), course: bool = False) -> str:
+            seeds: bool = False, show=(), course: bool = False, exclude=()) -> str:
     """The table: one row per run (per arm of a multi-arm run), in course order, one table per machine class.
     `columns` adds summary keys as columns after `ours` (e.g. 07's fcd, kid: one yardstick for every generator;
     `command`: the train command of the record); `filters` keeps the matching runs only; `machine` keeps one
     machine class (a substring of it, e.g. AVX2); `seeds` merges runs that differ only in their seed; `show`
     gives the columns exactly, in order (column names or summary keys); `course` keeps the records of each
     chapter's "Run it" command (its seeds merged): what `python -m milestones course NN` promises."""
+    names = lambda c: (f"{c.get('milestone', '')}/{c.get('model', '')}", c["run"],
+                       f"{c.get('milestone', '')}/{c.get('experiment', '')}", f"preset={c.get('preset')}")
     cards = [c for c in load_summaries(runs)
-             if matches(filters, f"{c.get('milestone', '')}/{c.get('model', '')}", c["run"],
-                        f"{c.get('milestone', '')}/{c.get('experiment', '')}")]
+             if matches(filters, *names(c)) and not (exclude and matches(exclude, *names(c)))]
     if course:
         cards, seeds, show = course_only(cards), True, list(show) or COURSE_SHOW
     if machine:
@@ -282,8 +283,10 @@ def add_compare_arguments(c) -> None:
                                                     "(e.g. loss, error, or split:metric like valid:loss) in one PNG")
     c.add_argument("--x", choices=("step", "epoch", "time"), help="--plot's x axis: step (default), epoch, or "
                                                                   "wall-clock seconds (the rows' time field)")
-    c.add_argument("--filter", nargs="+", metavar="SUBSTR", help="only the runs whose milestone/model or run "
-                                                                 "directory contains one of these (table or --plot)")
+    c.add_argument("--filter", nargs="+", metavar="SUBSTR", help="only the runs whose milestone/model, "
+                   "milestone/experiment, run directory or preset=NAME contains one of these (table or --plot)")
+    c.add_argument("--exclude", nargs="+", metavar="SUBSTR", help="leave out the runs these would match as "
+                                                                  "--filter (e.g. preset=smoke)")
     c.add_argument("--columns", metavar="KEY,KEY", default="", help="summary.json keys shown as extra columns, e.g. "
                                                                    "fcd,kid,confident_fraction,class_entropy for 07")
     c.add_argument("--history", action="store_true", help="draw the course: each paper's parameters and training "
@@ -303,7 +306,8 @@ def runs_dir(args) -> str:
 def table_of(args) -> str:
     """The table `compare` prints for parsed flags."""
     return compare(runs_dir(args), args.format, args.wide, [k for k in args.columns.split(",") if k],
-                   args.filter or (), args.machine, args.seeds, [k for k in args.show.split(",") if k], args.course)
+                   args.filter or (), args.machine, args.seeds, [k for k in args.show.split(",") if k], args.course,
+                   args.exclude or ())
 
 
 def format_table(header, rows, width: int = None, keep=(), markdown: bool = False) -> str:

@@ -211,3 +211,12 @@ def test_readme_names_its_generating_commands_and_reads_in_two_minutes():
     assert any(args.startswith("results/") for args, _ in blocks(text))
     lines = text.splitlines()
     assert len(lines) < 160 and max(map(len, lines)) <= 100
+
+
+def test_compare_exclude_leaves_out_what_it_names(tmp_path):
+    record(tmp_path, card())
+    record(tmp_path, card(model="smoky", preset="smoke"))
+    out = compare(str(tmp_path), exclude=["preset=smoke"])
+    assert "lenet5" in out and "smoky" not in out
+    assert "smoky" in compare(str(tmp_path), filters=["preset=smoke"]) and "lenet5" not in compare(
+        str(tmp_path), filters=["preset=smoke"])
