@@ -278,3 +278,18 @@ def test_1986_vs_modern_records_a_diverged_rate_and_keeps_sweeping(tmp_path, mon
     cards = dnn_train.main(["--experiment", "mnist_1986_vs_modern", "--preset", "smoke", "--out-dir", str(tmp_path)])
     assert cards["1986"]["lr"] == 0.1 and cards["modern"]["lr"] == 0.01
     assert cards["modern"]["sweep"][1] == dict(lr=0.1, val_error=None, test_error=None)
+
+
+def test_the_sweep_count_is_exact_when_the_solved_flag_is_read_only_now_and_then(monkeypatch):
+    """On a GPU the loop reads its solved flag every 100 sweeps (each read waits for the device): the count it
+    returns must still be the first solved sweep, as reading it every sweep gives."""
+    from types import SimpleNamespace
+
+    train = importlib.import_module("milestones.01_dnn.train")
+    x, d = train.symmetry_patterns()
+    cfg = SimpleNamespace(activation="sigmoid", init_range=0.3, lr=0.1, momentum=0.9, loss="mse", epochs=3000)
+    every_sweep = train.sweeps_to_solve(cfg, x, d, [6, 2, 1], seed=3)
+    monkeypatch.setattr(train, "check_every", lambda device: 100)
+    assert every_sweep == 572 and train.sweeps_to_solve(cfg, x, d, [6, 2, 1], seed=3) == every_sweep
+    cfg.epochs = 500  # not solved within the budget: None either way
+    assert train.sweeps_to_solve(cfg, x, d, [6, 2, 1], seed=3) is None
