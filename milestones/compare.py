@@ -19,7 +19,7 @@ COLUMNS = {"milestone": "milestone", "what": "experiment: model", "preset": "pre
            "seeds": "seeds", "load": "load", "dataset": "dataset", "params": "params",
            "examples_per_second": "ex/s", "device": "device", "machine": "machine", "world_size": "procs",
            "seed": "seed", "command": "command", "run": "run"}
-NARROW = ("milestone", "what", "preset", "metric", "value", "paper_value", "precision", "train_seconds", "seeds")
+NARROW = ("milestone", "what", "preset", "metric", "value", "paper_value", "precision", "train_seconds")
 KEEP = ("milestone", "metric", "value")  # never cut: the other columns are shortened first
 WIDTH = 100  # a terminal's columns, which the plain tables fit unless --wide
 PERCENT = ("test_error", "top1_error", "train_error", "training error", "val_error", "exact_match", "accuracy")
@@ -134,8 +134,8 @@ def cell(card: dict, key: str) -> str:
         lo, hi = min(vals), max(vals)
         mean = sum(vals) / len(vals)
         if percent:
-            return f"{100 * mean:.2f}% ({100 * lo:.2f}-{100 * hi:.2f})"
-        return f"{mean:.4g} ({lo:.4g}-{hi:.4g})"
+            return f"{100 * mean:.2f}% ({100 * lo:.2f}-{100 * hi:.2f}, {len(vals)} seeds)"
+        return f"{mean:.4g} ({lo:.4g}-{hi:.4g}, {len(vals)} seeds)"
     if key in ("value", "paper_value"):
         return _value(card.get(key), percent)
     if key in ("train_seconds", "cpu_seconds", "wall_seconds", "seconds_to_target", "seconds_to_result"):
@@ -181,11 +181,12 @@ def merge_seeds(cards: list[dict]) -> list[dict]:
     return out
 
 
-COURSE_SHOW = ("command", "metric", "value", "paper_value", "precision", "cpu_seconds", "seeds")
+COURSE_SHOW = ("command", "metric", "value", "paper_value", "precision", "cpu_seconds")
 
 
 def course_only(cards: list[dict]) -> list[dict]:
-    """The records of each chapter's "Run it" command (course.run_it; any seed), labelled with that command."""
+    """The records of each chapter's "Run it" command (notes.run_it; any seed), labelled with that command after
+    `train` (and the arm, for a multi-arm run)."""
     wanted, drop = {}, ("--out-dir", "--threads", "--data-dir", "--seed")
     for mid in COURSE:
         try:
@@ -194,8 +195,8 @@ def course_only(cards: list[dict]) -> list[dict]:
             continue
         if command:  # "train <id> flags...": the same normal form as a record's
             wanted[mid] = command_of(dict(milestone=mid, argv=command.split()[2:]), drop)
-    return [dict(c, command=c["_course"]) for c in cards
-            if c.get("_course") and c["_course"] == wanted.get(c.get("milestone"))]
+    return [dict(c, command=c["_course"].removeprefix("train ") + (f" [{c['arm']}]" if c.get("arm") else ""))
+            for c in cards if c.get("_course") and c["_course"] == wanted.get(c.get("milestone"))]
 
 
 def compare(runs: str = "runs", fmt: str = "table", wide: bool = False, columns=(), filters=(), machine=None,
@@ -226,7 +227,7 @@ def compare(runs: str = "runs", fmt: str = "table", wide: bool = False, columns=
         raise UserError(f"no run here records {', '.join(unknown)} (keys of summary.json, e.g. fcd, test_error)")
     if seeds:
         cards = merge_seeds(cards)
-    keys = list(COLUMNS) if wide or fmt == "csv" else [k for k in NARROW if k != "seeds" or seeds]
+    keys = list(COLUMNS) if wide or fmt == "csv" else list(NARROW)
     at = keys.index("value") + 1
     keys = keys[:at] + [k for k in columns if k not in keys] + keys[at:]
     keys = list(show) or keys

@@ -46,7 +46,7 @@ def recorded(mid: str, results: Path = RESULTS) -> str | None:
 
     try:
         return compare(str(results), course=True, filters=[f"{mid}/"],
-                       show=["metric", "value", "paper_value", "precision", "cpu_seconds", "seeds", "machine"])
+                       show=["metric", "value", "paper_value", "precision", "cpu_seconds", "machine"])
     except UserError:
         return None
 
