@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ COLUMNS = {"milestone": "milestone", "what": "experiment: model", "preset": "pre
            "cpu_seconds": "CPU", "wall_seconds": "wall", "seconds_to_target": "to target",
            "seeds": "seeds", "load": "load", "dataset": "dataset", "params": "params",
            "examples_per_second": "ex/s", "device": "device", "machine": "machine", "world_size": "procs",
-           "seed": "seed", "command": "command", "run": "run"}
+           "seed": "seed", "command": "train command", "run": "run"}
 NARROW = ("milestone", "what", "preset", "metric", "value", "paper_value", "precision", "train_seconds")
 KEEP = ("milestone", "metric", "value")  # never cut: the other columns are shortened first
 WIDTH = 100  # a terminal's columns, which the plain tables fit unless --wide
@@ -36,9 +37,9 @@ def _read_json(path: Path):
         return None
 
 
-def command_of(config: dict, drop=("--out-dir", "--data-dir")) -> str | None:
-    """The train command a run record came from, without where it wrote (--out-dir) or read its data (paths that
-    change nothing but the machine's file layout)."""
+def command_of(config: dict, drop=("--out-dir", "--data-dir", "--threads")) -> str | None:
+    """The train command a run record came from, without where it wrote (--out-dir) or read its data, and how many
+    threads it used (the result does not depend on them; the record's machine block keeps them)."""
     argv = list(config.get("argv") or [])
     if not argv or "milestone" not in config:
         return None
@@ -138,6 +139,9 @@ def cell(card: dict, key: str) -> str:
         return f"{mean:.4g} ({lo:.4g}-{hi:.4g}, {len(vals)} seeds)"
     if key in ("value", "paper_value"):
         return _value(card.get(key), percent)
+    if key == "command":  # `python -m milestones train` is the same for every row; the arm tells a run's rows apart
+        cmd = card.get("command")
+        return "-" if not cmd else cmd.removeprefix("train ") + (f" [{card['arm']}]" if card.get("arm") else "")
     if key in ("train_seconds", "cpu_seconds", "wall_seconds", "seconds_to_target", "seconds_to_result"):
         return _duration(card.get(key))
     if key == "machine":
@@ -174,7 +178,8 @@ def merge_seeds(cards: list[dict]) -> list[dict]:
             out += group
             continue
         median = lambda k: (lambda v: v[len(v) // 2] if v else None)(sorted(c[k] for c in group if _number(c.get(k))))
-        row = dict(group[0], seed_values=vals, value=sum(vals) / len(vals),
+        command = re.sub(r" --seed \S+", "", group[0].get("command") or "") or None
+        row = dict(group[0], seed_values=vals, value=sum(vals) / len(vals), command=command,
                    seed=",".join(str(c.get("seed")) for c in group), train_seconds=median("train_seconds"),
                    cpu_seconds=median("cpu_seconds"), run=group[0]["run"] + " +" + str(len(group) - 1))
         out.append(row)
@@ -195,8 +200,8 @@ def course_only(cards: list[dict]) -> list[dict]:
             continue
         if command:  # "train <id> flags...": the same normal form as a record's
             wanted[mid] = command_of(dict(milestone=mid, argv=command.split()[2:]), drop)
-    return [dict(c, command=c["_course"].removeprefix("train ") + (f" [{c['arm']}]" if c.get("arm") else ""))
-            for c in cards if c.get("_course") and c["_course"] == wanted.get(c.get("milestone"))]
+    return [dict(c, command=c["_course"]) for c in cards
+            if c.get("_course") and c["_course"] == wanted.get(c.get("milestone"))]
 
 
 def compare(runs: str = "runs", fmt: str = "table", wide: bool = False, columns=(), filters=(), machine=None,
@@ -252,17 +257,6 @@ def compare(runs: str = "runs", fmt: str = "table", wide: bool = False, columns=
     return "\n\n".join(out)
 
 
-def _fit(cells, width: int, keep, gap: int, edge: int) -> list:
-    """Cut the widest cells not in `keep` (ending in '~') until the row fits `width`."""
-    cells = list(cells)
-    while sum(map(len, cells)) + gap * (len(cells) - 1) + edge > width:
-        i = max((j for j in range(len(cells)) if j not in keep), key=lambda j: len(cells[j]), default=None)
-        if i is None or len(cells[i]) <= 5:
-            break
-        cells[i] = cells[i][:len(cells[i]) - 2] + "~"
-    return cells
-
-
 def add_compare_arguments(c) -> None:
     """The `compare` sub-command's flags (its parser lives in __main__; generated.py parses the same ones)."""
     c.add_argument("dir", nargs="?", metavar="RUNS", help="directory searched for summary.json files (default "
@@ -312,12 +306,11 @@ def table_of(args) -> str:
 
 
 def format_table(header, rows, width: int = None, keep=(), markdown: bool = False) -> str:
-    """Plain-text columns padded to the widest cell, or a markdown table (unpadded: it renders the same); with
-    `width`, the widest columns (markdown: cells) other than `keep` are cut, ending in '~', until a line fits."""
+    """Plain-text columns padded to the widest cell, or a markdown table; with `width`, the plain table's widest
+    columns other than `keep` are cut, ending in '~', until a line fits."""
     rows = [[str(x) for x in r] for r in rows]
-    if markdown:
-        fit = (lambda r: _fit(r, width, keep, 3, 4)) if width else list
-        line = lambda r: "| " + " | ".join(fit(r)) + " |"
+    if markdown:  # rendered by a browser, which wraps: never cut (and unpadded, which renders the same)
+        line = lambda r: "| " + " | ".join(r) + " |"
         return "\n".join([line(header), "|" + "---|" * len(header)] + [line(r) for r in rows])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     floor = [widths[j] if j in keep else max(min(len(h), 6), 5) for j, h in enumerate(header)]
