@@ -19,7 +19,7 @@ COLUMNS = {"milestone": "milestone", "what": "experiment: model", "preset": "pre
            "cpu_seconds": "CPU", "wall_seconds": "wall", "seconds_to_target": "to target",
            "seeds": "seeds", "load": "load", "dataset": "dataset", "params": "params",
            "examples_per_second": "ex/s", "device": "device", "machine": "machine", "world_size": "procs",
-           "seed": "seed", "command": "train command", "run": "run"}
+           "seed": "seed", "command": "train command", "arm": "arm", "run": "run"}
 NARROW = ("milestone", "what", "preset", "metric", "value", "paper_value", "precision", "train_seconds")
 KEEP = ("milestone", "metric", "value")  # never cut: the other columns are shortened first
 WIDTH = 100  # a terminal's columns, which the plain tables fit unless --wide

@@ -42,11 +42,13 @@ def plain(text: str) -> str:
 def recorded(mid: str, results: Path = RESULTS) -> str | None:
     """What the records in results/ say the chapter's Run-it command gives (read now, so the course can never
     quote a number that no record holds), as `compare --course` prints it; None when nothing is recorded."""
-    from .compare import compare
+    from .compare import compare, course_only, load_summaries
 
     try:
+        cards = course_only([c for c in load_summaries(str(results)) if c.get("milestone") == mid])
+        arm = ["arm"] if any(c.get("arm") for c in cards) else []  # a multi-arm Run-it: name each row's arm
         return compare(str(results), course=True, filters=[f"{mid}/"],
-                       show=["metric", "value", "paper_value", "precision", "cpu_seconds", "machine"])
+                       show=[*arm, "metric", "value", "paper_value", "precision", "cpu_seconds", "machine"])
     except UserError:
         return None
 
