@@ -71,12 +71,11 @@ PRESETS = {
                   ckpt_every=4),
     "degradation/paper": dict(steps=64000, batch_size=128, lr=0.1, eval_every=2000),
     "degradation/default": dict(steps=64000, batch_size=128, lr=0.1, precision="auto", eval_every=2000),
-    # four nets in ~19 CPU minutes (one thread, bf16 where native, channels_last): the paper's recipe and schedule
+    # four nets on a CPU budget (one thread, bf16 where native, channels_last): the paper's recipe and schedule
     # shape (LR 0.1, /10 at 50% and 75% of the run) in 4,000 steps of 64 (5.12 epochs), at a quarter of the
-    # paper's widths (4/8/16, --width 4), so that all four nets get 4,000 steps within 20 CPU minutes; every net
-    # starts with the paper's 0.01 warm-up (its rule for the deepest nets) for 60 steps. The budget was fixed
-    # from the cost of a step before any run. Measured (NOTES.md): the plain half of Figure 6 in every seed, the
-    # residual half in two of three (the previous preset, 1,000 steps of 128 at width 8, showed it in none)
+    # paper's widths (4/8/16, --width 4); every net starts with the paper's 0.01 warm-up (its rule for the
+    # deepest nets) for 60 steps. The budget was fixed from the cost of a step before any run; what it shows is
+    # in NOTES.md, from its record
     "degradation/quick": dict(steps=4000, batch_size=64, lr=0.1, width=4, warmup_steps=60, eval_every=125,
                               test_size=1000, log_every=10, channels_last=True),
     "degradation/smoke": dict(models="plain8,plain14,resnet8,resnet14", steps=4, batch_size=16, lr=0.05,

@@ -130,7 +130,7 @@ def sized_presets(argv) -> dict:
     presets = {k: dict(v) for k, v in PRESETS.items()}
     for name in ("ptb/paper", "ptb/default"):
         presets[name].update(ZAREMBA[size])
-    # bf16 where native (auto): on an AMX CPU the same test perplexity (138.4 vs fp32's 140.8) 1.43x faster (NOTES.md)
+    # bf16 where native (auto), as the other quick presets
     presets["ptb/quick"].update(ZAREMBA[size], size=size, epochs=2, decay_start=1, lr_decay=0.5, precision="auto")
     return presets
 
