@@ -72,3 +72,26 @@ def read_summary(run_dir: Path) -> dict:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+class Built(Exception):
+    """Raised where a training run has built what it trains with (model, optimiser, schedule), before its first
+    step."""
+
+
+def built(monkeypatch, module, main, argv) -> dict:
+    """What `main(argv)` (a train script's) builds for its (first) training loop, seen through `module`'s Session:
+    the Session's config, step total and steps per epoch, and the model, optimiser and scheduler it attaches.
+    Nothing is trained."""
+    got = {}
+
+    class Stop(module.Session):
+        def attach(self, model, optimizer=None, scheduler=None, *args, **kwargs):
+            got.update(cfg=self.cfg, total=self.total, per_epoch=self.steps_per_epoch, model=model, opt=optimizer,
+                       sched=scheduler)
+            raise Built
+
+    monkeypatch.setattr(module, "Session", Stop)
+    with pytest.raises(Built):
+        main(argv)
+    return got

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, only_run_dir, read_summary, run_cli
+from tests.conftest import built as conftest_built
 
 dnn_model = importlib.import_module("milestones.01_dnn.model")
 dnn_train = importlib.import_module("milestones.01_dnn.train")
@@ -71,25 +72,9 @@ def test_torch_sgd_with_momentum_is_eq_9():
         torch.testing.assert_close(w.detach(), by_hand)
 
 
-class _Built(Exception):
-    """Raised where a training run has built its model, optimiser and schedule, before its first step."""
-
-
 def built(monkeypatch, argv) -> dict:
-    """What `train.main(argv)` builds for its training loop: the Session's config, step total and steps per
-    epoch, and the model, optimiser and scheduler it attaches. Nothing is trained."""
-    got = {}
-
-    class Stop(dnn_train.Session):
-        def attach(self, model, optimizer=None, scheduler=None, *args, **kwargs):
-            got.update(cfg=self.cfg, total=self.total, per_epoch=self.steps_per_epoch, model=model, opt=optimizer,
-                       sched=scheduler)
-            raise _Built
-
-    monkeypatch.setattr(dnn_train, "Session", Stop)
-    with pytest.raises(_Built):
-        dnn_train.main(argv)
-    return got
+    """What `train.main(argv)` builds for its (first) training loop (conftest.built). Nothing is trained."""
+    return conftest_built(monkeypatch, dnn_train, dnn_train.main, argv)
 
 
 def test_symmetry_paper_preset_is_the_papers_rule_through_the_real_code_path(tmp_path, monkeypatch):

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import only_run_dir, read_metrics, read_summary, run_cli
+from tests.conftest import Built, only_run_dir, read_metrics, read_summary, run_cli
+from tests.conftest import built as conftest_built
 
 lenet = importlib.import_module("milestones.02_cnn_lenet.model")
 train = importlib.import_module("milestones.02_cnn_lenet.train")
@@ -303,25 +304,9 @@ def _smoke(tmp_path, *flags):
     return train.main(["--preset", "smoke", "--out-dir", str(tmp_path), *flags])
 
 
-class _Built(Exception):
-    """Raised where a training run has built what it trains with, before its first step."""
-
-
 def built(monkeypatch, argv) -> dict:
-    """What `train.main(argv)` builds for its loop: the Session's config, step total and steps per pass, and the
-    model, optimiser and scheduler it attaches. Nothing is trained."""
-    got = {}
-
-    class Stop(train.Session):
-        def attach(self, model, optimizer=None, scheduler=None, *args, **kwargs):
-            got.update(cfg=self.cfg, total=self.total, per_epoch=self.steps_per_epoch, model=model, opt=optimizer,
-                       sched=scheduler)
-            raise _Built
-
-    monkeypatch.setattr(train, "Session", Stop)
-    with pytest.raises(_Built):
-        train.main(argv)
-    return got
+    """What `train.main(argv)` builds for its (first) training loop (conftest.built). Nothing is trained."""
+    return conftest_built(monkeypatch, train, train.main, argv)
 
 
 # LeCun et al. 1998, Appendix C: eta 0.0005 for the first two passes, 0.0002 for the next three, 0.0001 for the
@@ -354,10 +339,10 @@ def test_sdlm_curvature_is_estimated_on_500_patterns_before_the_first_pass(exper
 
     def record(outputs, params, x, curvature):
         seen.append((len(x), curvature, getattr(outputs, "__name__", type(outputs).__name__)))
-        raise _Built
+        raise Built
 
     monkeypatch.setattr(train, "gauss_newton_diagonal", record)
-    with pytest.raises(_Built):
+    with pytest.raises(Built):
         train.main(["--experiment", experiment, "--preset", "paper", "--out-dir", str(tmp_path)])
     assert seen == [(500, c, "features" if experiment == "lenet5" else "LeNet1989")]
 

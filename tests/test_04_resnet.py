@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from common.data.cifar import MEAN, STD
 from tests.conftest import REPO, only_run_dir, read_metrics, read_summary, run_cli
+from tests.conftest import built as conftest_built
 
 M = importlib.import_module("milestones.04_resnet.model")
 R = importlib.import_module("milestones.04_resnet.recipe")
@@ -228,25 +229,9 @@ def test_paper_errors_are_table_6s():
                              "resnet110": 0.0643, "resnet1202": 0.0793}
 
 
-class _Built(Exception):
-    """Raised where a training run has built its net, optimiser and schedule, before its first step."""
-
-
 def built(monkeypatch, argv) -> dict:
-    """What `train.main(argv)` builds for its (first) net's loop: the Session's config, step total and steps per
-    epoch, and the model, optimiser and scheduler recipe.fit attaches. Nothing is trained."""
-    got = {}
-
-    class Stop(R.Session):
-        def attach(self, model, optimizer=None, scheduler=None, *args, **kwargs):
-            got.update(cfg=self.cfg, total=self.total, per_epoch=self.steps_per_epoch, model=model, opt=optimizer,
-                       sched=scheduler)
-            raise _Built
-
-    monkeypatch.setattr(R, "Session", Stop)
-    with pytest.raises(_Built):
-        T.main(argv)
-    return got
+    """What `train.main(argv)` builds for its (first) training loop (conftest.built). Nothing is trained."""
+    return conftest_built(monkeypatch, R, T.main, argv)
 
 
 @pytest.mark.parametrize("experiment, model", [("cifar", "resnet20"), ("cifar", "resnet110"),

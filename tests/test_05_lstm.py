@@ -12,6 +12,7 @@ from common.data.text import BPTTLoader, bptt_streams
 from common.device import Runtime
 from common.loop import evaluate_lm
 from tests.conftest import only_run_dir, read_metrics, read_summary, run_cli
+from tests.conftest import built as conftest_built
 
 model = importlib.import_module("milestones.05_lstm.model")
 adding = importlib.import_module("milestones.05_lstm.adding")
@@ -362,26 +363,10 @@ def test_the_1997_arm_has_no_forget_gate_and_the_paper_preset_is_online_sgd():
     assert not old.rnn.forget_gate and old.rnn.impl == "scratch" and adding.build(quick, "lstm").rnn.forget_gate
 
 
-class _Built(Exception):
-    """Raised where a training run has built its net and optimiser, before its first step."""
-
-
 def built(monkeypatch, module, argv) -> dict:
-    """What `train.main(argv)` builds for its (first) training loop, via `module`'s Session (train for the language
-    models, adding for the adding problem): the Session's config, step total and steps per epoch, and the model,
-    optimiser and scheduler it attaches. Nothing is trained."""
-    got = {}
-
-    class Stop(module.Session):
-        def attach(self, model, optimizer=None, scheduler=None, *args, **kwargs):
-            got.update(cfg=self.cfg, total=self.total, per_epoch=self.steps_per_epoch, model=model, opt=optimizer,
-                       sched=scheduler)
-            raise _Built
-
-    monkeypatch.setattr(module, "Session", Stop)
-    with pytest.raises(_Built):
-        train.main(argv)
-    return got
+    """What `train.main(argv)` builds for its (first) training loop, seen through `module`'s Session (train for the
+    language models, adding for the adding problem; conftest.built). Nothing is trained."""
+    return conftest_built(monkeypatch, module, train.main, argv)
 
 
 def _uniform_in(p: torch.Tensor, r: float) -> None:
