@@ -1,6 +1,7 @@
 """`python -m milestones compare`: every run's summary.json, one row each, beside the paper's number."""
 
 import csv
+import functools
 import io
 import json
 import re
@@ -189,9 +190,9 @@ def merge_seeds(cards: list[dict]) -> list[dict]:
 COURSE_SHOW = ("command", "metric", "value", "paper_value", "precision", "cpu_seconds")
 
 
-def course_only(cards: list[dict]) -> list[dict]:
-    """The records of each chapter's "Run it" command (notes.run_it; any seed), labelled with that command after
-    `train` (and the arm, for a multi-arm run)."""
+@functools.lru_cache(maxsize=1)
+def run_it_commands() -> dict:
+    """{milestone: its course Run-it command in a record's normal form (no --threads, --seed or paths)}."""
     wanted, drop = {}, ("--out-dir", "--threads", "--data-dir", "--seed")
     for mid in COURSE:
         try:
@@ -200,8 +201,18 @@ def course_only(cards: list[dict]) -> list[dict]:
             continue
         if command:  # "train <id> flags...": the same normal form as a record's
             wanted[mid] = command_of(dict(milestone=mid, argv=command.split()[2:]), drop)
-    return [dict(c, command=c["_course"]) for c in cards
-            if c.get("_course") and c["_course"] == wanted.get(c.get("milestone"))]
+    return wanted
+
+
+def is_run_it(card: dict) -> bool:
+    """Whether a record is of its chapter's Run-it command (--filter/--exclude match it as `run-it`)."""
+    return bool(card.get("_course")) and card["_course"] == run_it_commands().get(card.get("milestone"))
+
+
+def course_only(cards: list[dict]) -> list[dict]:
+    """The records of each chapter's "Run it" command (notes.run_it; any seed), labelled with that command after
+    `train` (and the arm, for a multi-arm run)."""
+    return [dict(c, command=c["_course"]) for c in cards if is_run_it(c)]
 
 
 def compare(runs: str = "runs", fmt: str = "table", wide: bool = False, columns=(), filters=(), machine=None,
@@ -213,7 +224,8 @@ def compare(runs: str = "runs", fmt: str = "table", wide: bool = False, columns=
     gives the columns exactly, in order (column names or summary keys); `course` keeps the records of each
     chapter's "Run it" command (its seeds merged): what `python -m milestones course NN` promises."""
     names = lambda c: (f"{c.get('milestone', '')}/{c.get('model', '')}", c["run"],
-                       f"{c.get('milestone', '')}/{c.get('experiment', '')}", f"preset={c.get('preset')}")
+                       f"{c.get('milestone', '')}/{c.get('experiment', '')}", f"preset={c.get('preset')}",
+                       *(["run-it"] if is_run_it(c) else []))
     cards = [c for c in load_summaries(runs)
              if matches(filters, *names(c)) and not (exclude and matches(exclude, *names(c)))]
     if course:
@@ -279,7 +291,8 @@ def add_compare_arguments(c) -> None:
     c.add_argument("--x", choices=("step", "epoch", "time"), help="--plot's x axis: step (default), epoch, or "
                                                                   "wall-clock seconds (the rows' time field)")
     c.add_argument("--filter", nargs="+", metavar="SUBSTR", help="only the runs whose milestone/model, "
-                   "milestone/experiment, run directory or preset=NAME contains one of these (table or --plot)")
+                   "milestone/experiment, run directory or preset=NAME contains one of these, or run-it: the "
+                   "records of the chapters' Run-it commands (table or --plot)")
     c.add_argument("--exclude", nargs="+", metavar="SUBSTR", help="leave out the runs these would match as "
                                                                   "--filter (e.g. preset=smoke)")
     c.add_argument("--columns", metavar="KEY,KEY", default="", help="summary.json keys shown as extra columns, e.g. "

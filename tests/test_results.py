@@ -220,3 +220,12 @@ def test_compare_exclude_leaves_out_what_it_names(tmp_path):
     assert "lenet5" in out and "smoky" not in out
     assert "smoky" in compare(str(tmp_path), filters=["preset=smoke"]) and "lenet5" not in compare(
         str(tmp_path), filters=["preset=smoke"])
+
+
+def test_run_it_names_the_records_of_the_chapters_run_it_commands(tmp_path):
+    record(tmp_path, card(), argv=("--preset", "quick", "--threads", "1"))  # 02's Run-it, on one thread
+    record(tmp_path, card(model="mlp", value=0.02), "mlp", argv=("--experiment", "mlp", "--preset", "quick"))
+    assert "0.98%" in compare(str(tmp_path), filters=["run-it"]) and "2.00%" not in compare(
+        str(tmp_path), filters=["run-it"])
+    assert "2.00%" in compare(str(tmp_path), exclude=["run-it"]) and "0.98%" not in compare(
+        str(tmp_path), exclude=["run-it"])
