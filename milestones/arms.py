@@ -108,8 +108,13 @@ def _generators(card):
     return out
 
 
-READERS = {  # experiment -> reader; the experiment is config.json's, or guessed from the card's model name
-    "adding": _adding, "degradation": _degradation, "ablations": None, "groups": _alexnet_arms,
+def _ablations(card):
+    """03's ablations record their arms as a dict of rows, 06's as a list of names."""
+    return _alexnet_arms(card) if isinstance(card.get("arms"), dict) else _ablations06(card)
+
+
+READERS = {  # experiment (config.json's) -> reader
+    "adding": _adding, "degradation": _degradation, "ablations": _ablations, "groups": _alexnet_arms,
     "relu_vs_tanh": _relu_vs_tanh, "vs_rnn": _vs_rnn, "vs_lstm": _vs_lstm, "gan_loss": _generators,
     "dcgan_beta1": _generators,
 }
@@ -117,9 +122,6 @@ READERS = {  # experiment -> reader; the experiment is config.json's, or guessed
 
 def rows(card: dict) -> list[dict]:
     """One row per arm of a multi-arm card (each with `arm` and `experiment`), or [card] for a one-net run."""
-    exp = card.get("experiment")
-    reader = READERS.get(exp)
-    if exp == "ablations":  # 03's ablations record arms as a dict of rows, 06's as a list of names
-        reader = _alexnet_arms if isinstance(card.get("arms"), dict) else _ablations06
+    reader = READERS.get(card.get("experiment"))
     split = reader(card) if reader else None
     return split if split else [card]

@@ -38,6 +38,9 @@ def _read_json(path: Path):
         return None
 
 
+COURSE_FORM = ("--out-dir", "--data-dir", "--threads", "--seed")  # what a record and a Run-it may differ in
+
+
 def command_of(config: dict, drop=("--out-dir", "--data-dir", "--threads")) -> str | None:
     """The train command a run record came from, without where it wrote (--out-dir) or read its data, and how many
     threads it used (the result does not depend on them; the record's machine block keeps them)."""
@@ -74,7 +77,7 @@ def load_summaries(runs: str) -> list[dict]:
         if config:
             card.setdefault("experiment", (config.get("config") or {}).get("experiment"))
             card.setdefault("command", command_of(config))
-            card["_course"] = command_of(config, ("--out-dir", "--threads", "--data-dir", "--seed"))
+            card["_course"] = command_of(config, COURSE_FORM)
             card.setdefault("machine", config.get("machine"))
         card["run"] = str(path.parent.relative_to(root))
         cards += arm_rows(card)
@@ -164,6 +167,12 @@ def cell(card: dict, key: str) -> str:
     return str(v)
 
 
+def _median(cards: list[dict], key: str):
+    """The (upper) median of a numeric field over cards that record it; None if none does."""
+    values = sorted(c[key] for c in cards if _number(c.get(key)))
+    return values[len(values) // 2] if values else None
+
+
 def merge_seeds(cards: list[dict]) -> list[dict]:
     """Runs that differ only in their seed (same milestone, experiment, model, preset, metric, precision and
     machine) become one row: the mean, the range, the number of seeds, and the median times."""
@@ -178,11 +187,10 @@ def merge_seeds(cards: list[dict]) -> list[dict]:
         if len(group) == 1 or not all(_number(v) for v in vals) or len({c.get("seed") for c in group}) < len(group):
             out += group
             continue
-        median = lambda k: (lambda v: v[len(v) // 2] if v else None)(sorted(c[k] for c in group if _number(c.get(k))))
         command = re.sub(r" --seed \S+", "", group[0].get("command") or "") or None
         row = dict(group[0], seed_values=vals, value=sum(vals) / len(vals), command=command,
-                   seed=",".join(str(c.get("seed")) for c in group), train_seconds=median("train_seconds"),
-                   cpu_seconds=median("cpu_seconds"), run=group[0]["run"] + " +" + str(len(group) - 1))
+                   seed=",".join(str(c.get("seed")) for c in group), train_seconds=_median(group, "train_seconds"),
+                   cpu_seconds=_median(group, "cpu_seconds"), run=group[0]["run"] + " +" + str(len(group) - 1))
         out.append(row)
     return out
 
@@ -193,14 +201,14 @@ COURSE_SHOW = ("command", "metric", "value", "paper_value", "precision", "cpu_se
 @functools.lru_cache(maxsize=1)
 def run_it_commands() -> dict:
     """{milestone: its course Run-it command in a record's normal form (no --threads, --seed or paths)}."""
-    wanted, drop = {}, ("--out-dir", "--threads", "--data-dir", "--seed")
+    wanted = {}
     for mid in COURSE:
         try:
             command = run_it(mid)
         except UserError:
             continue
         if command:  # "train <id> flags...": the same normal form as a record's
-            wanted[mid] = command_of(dict(milestone=mid, argv=command.split()[2:]), drop)
+            wanted[mid] = command_of(dict(milestone=mid, argv=command.split()[2:]), COURSE_FORM)
     return wanted
 
 
@@ -262,7 +270,7 @@ def compare(runs: str = "runs", fmt: str = "table", wide: bool = False, columns=
     out = []
     for name, group in groups.items():
         rows = [[cell(c, k) for k in keys] for c in group]
-        keep = [i for i, k in enumerate(keys) if k in KEEP or k == "command" and show]
+        keep = [i for i, k in enumerate(keys) if k in KEEP or (k == "command" and show)]
         table = format_table(header, rows, None if wide else WIDTH, keep, markdown=fmt == "markdown")
         out.append(table if len(groups) == 1 else f"{'####' if fmt == 'markdown' else 'On'} {name}"
                    + ("" if fmt == "markdown" else ":") + "\n\n" + table)
