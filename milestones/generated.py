@@ -33,21 +33,20 @@ def render(args: str, root: Path | None = None) -> str:
     parser = Parser(prog="compare")
     add_compare_arguments(parser)
     err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            parsed = parser.parse_args(shlex.split(args))
+    except SystemExit:  # a flag compare does not take
+        raise UserError(f"compare {args}: {err.getvalue().strip().removeprefix('error: ')}") from None
+    if parsed.update or parsed.plot or parsed.history:
+        raise UserError(f"a generated table's command must print a table: compare {args}")
     cwd = Path.cwd()
     try:
         if root is not None:
             os.chdir(root)
-        with contextlib.redirect_stderr(err):
-            parsed = parser.parse_args(shlex.split(args))
-        if parsed.update or parsed.plot or parsed.history:
-            raise UserError(f"a generated table's command must print a table: compare {args}")
         return table_of(parsed) + "\n"
-    except SystemExit:  # a flag compare does not take
-        raise UserError(f"compare {args}: {err.getvalue().strip().removeprefix('error: ')}") from None
-    except UserError as e:
-        if "must print a table" in str(e):
-            raise
-        return f"(no table: {e})\n"  # nothing recorded yet: the table says so, in one line
+    except UserError as e:  # nothing recorded yet: the table says so, in one line
+        return f"(no table: {e})\n"
     finally:
         os.chdir(cwd)
 
