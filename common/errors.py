@@ -10,6 +10,11 @@ class UserError(Exception):
     """
 
 
+class MissingData(UserError):
+    """A dataset is not under the data root and could not be downloaded (`check` reports such a stage as
+    skipped, naming the files, rather than failed)."""
+
+
 def exit_on_user_error(fn, *args, **kwargs):
     """Call fn; turn a UserError into a one-line message and exit status 2, and a Ctrl-C outside a training
     loop (which saves and exits by itself) into a short line and exit status 130."""

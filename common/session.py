@@ -50,6 +50,9 @@ from .errors import UserError
 from .logging import RunLogger, progress, seconds_since_start
 
 WARMUP = 2  # steps left out of the throughput after every (re)start
+# Callables `watch(session, n)` told of every step, after it is counted: how `python -m milestones check` measures
+# a real training run (step times, host syncs, FLOPs, compiles) without a line of it in the loops. Empty otherwise.
+STEP_WATCHERS: list = []
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, as a shell reports it
 
 
@@ -168,7 +171,9 @@ class Session:
         if self.due("ckpt") and self.running:  # the last one is written by summary(), with the results
             self.save()
         self._honour_stop()
-        self._mark = time.perf_counter()
+        for watch in STEP_WATCHERS:
+            watch(self, n)
+        self._mark = time.perf_counter()  # what the watchers spent is not training time
 
     def due(self, what: str) -> bool:
         """Is a log / eval / ckpt due at the step just taken? (Always at the last step.)"""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import MissingData
 from .registry import register
 from .root import cached, offline
 
@@ -37,7 +37,7 @@ def _download(root: Path) -> None:
     try:
         download_and_extract_archive(CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
     except Exception as e:
-        raise UserError(f"CIFAR-10 is not in {root / FOLDER} and could not be downloaded "
+        raise MissingData(f"CIFAR-10 is not in {root / FOLDER} and could not be downloaded "
                         f"({type(e).__name__}: {e}); put the extracted `{FOLDER}/` folder (data_batch_1..5, "
                         f"test_batch) there, or point --data-dir / $MILESTONES_DATA at a root that has it") from None
 
@@ -49,7 +49,7 @@ def load_cifar10(root: Path, download: bool = True) -> dict:
     if not all(p.is_file() for p in paths):
         if not download or offline():
             missing = "\n".join(f"  {p}" for p in paths if not p.is_file())
-            raise UserError(f"CIFAR-10 files are missing:\n{missing}")
+            raise MissingData(f"CIFAR-10 files are missing:\n{missing}")
         _download(root)
     return cached("cifar10", paths, lambda: {"train": _read_batches(folder, TRAIN_FILES),
                                               "test": _read_batches(folder, TEST_FILES)})

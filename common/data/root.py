@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import MissingData, UserError
 
 
 def data_root(data_dir=None) -> Path:
@@ -72,9 +72,9 @@ def fetch(folder: Path, files, mirrors, download: bool = True) -> list[Path]:
         missing = [(n, m) for n, m in missing if not check_integrity(folder / n, m)]
         if missing:
             last = errors[-1] if errors else ""
-            raise UserError(_missing_message(folder, missing) + f"\ndownload failed ({last})")
+            raise MissingData(_missing_message(folder, missing) + f"\ndownload failed ({last})")
     elif missing:
-        raise UserError(_missing_message(folder, missing))
+        raise MissingData(_missing_message(folder, missing))
     return paths
 
 
