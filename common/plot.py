@@ -5,8 +5,13 @@ from pathlib import Path
 
 def line_plot(series: dict, path, title: str = "", xlabel: str = "", ylabel: str = "", logy: bool = False) -> Path:
     """series: {label: (xs, ys)}. Writes a PNG and returns its path."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    return save(line_figure(series, title, xlabel, ylabel, logy), path)
+
+
+def line_figure(series: dict, title: str = "", xlabel: str = "", ylabel: str = "", logy: bool = False):
+    """The Figure of `line_plot`: one line per {label: (xs, ys)}, each its own colour, the legend to the right
+    of the axes (never over the data)."""
+    fig, ax = pyplot().subplots(figsize=(7.6, 4.2), dpi=120)
     for label, (xs, ys) in series.items():
         ax.plot(list(xs), list(ys), label=label, linewidth=1.6)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
@@ -14,9 +19,13 @@ def line_plot(series: dict, path, title: str = "", xlabel: str = "", ylabel: str
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     if len(series) > 1:
-        ax.legend()
-    fig.tight_layout()
-    return save(fig, path)
+        outside_legend(ax)
+    return fig
+
+
+def outside_legend(ax, **kw) -> None:
+    """The legend to the right of `ax`, outside it, so it covers no line (save() keeps it in the PNG)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, frameon=False, **kw)
 
 
 def pyplot():
@@ -100,3 +109,30 @@ def _place_labels(ax, groups: dict, fontsize: float = 7) -> None:
             moved = dict(arrowprops=dict(arrowstyle="-", lw=0.5, color="0.6")) if k or dx < 0 else {}
             ax.annotate(text, (x, y), xytext=(dx, 2 + k * h), textcoords="offset points", fontsize=fontsize,
                         color=f"C{i}" if i else "black", va="bottom", **moved)
+
+
+def redraw_main(module_file, committed: dict, argv=None) -> list:
+    """The command line of a milestone's figures.py. committed: {png name: (draw(run, png) -> png, run record)}.
+    With no arguments it redraws every committed figure of the milestone from the run it names (a path from the
+    repository root); with `<name> <run dir> <png>` it draws that figure from any run of the same kind."""
+    import sys
+    from common.errors import UserError, exit_on_user_error
+
+    here = Path(module_file).resolve().parent
+    root = here.parent.parent
+    argv = sys.argv[1:] if argv is None else argv
+
+    def go():
+        if not argv:
+            jobs = [(draw, run and root / run, here / png) for png, (draw, run) in committed.items()]
+        elif len(argv) == 3 and argv[0] in committed:
+            jobs = [(committed[argv[0]][0], Path(argv[1]), Path(argv[2]))]
+        else:
+            raise UserError(f"give no arguments (redraw {', '.join(committed)}) or <figure> <run dir> <png>, "
+                            f"<figure> one of: {', '.join(committed)}")
+        for draw, run, png in jobs:
+            if run is not None and not run.is_dir():
+                raise UserError(f"{run} is not a run directory")
+            print(draw(run, png))
+        return [png for _, _, png in jobs]
+    return exit_on_user_error(go)

@@ -23,7 +23,7 @@ from common.errors import UserError
 from common.loop import evaluate_classifier, optimizer_step
 from common.session import Session, open_run
 
-from .figures import figure_1
+from .figures import NETS, figure_1
 from .model import CIFAR, FourLayerCNN, Layers18pct
 from .recipe import MILESTONE, train_classifier
 
@@ -188,8 +188,7 @@ def relu_vs_tanh(cfg, rt, argv=None) -> dict:
             print(f"{act}: {reached} at its fastest rate, lr {v['lr']:g}; per rate, training error per epoch:")
             for lr, c in v["rates"].items():
                 print(f"  lr {lr}: " + " ".join(f"{e:.3f}" for e in c))
-        plot = figure_1(results, cfg.target_error, run.dir / "relu_vs_tanh.png",
-                        "cuda-convnet's layers-18pct" if build else "Four-layer CNN")
+        plot = figure_1(results, cfg.target_error, run.dir / "relu_vs_tanh.png", NETS[cfg.net], cfg.preset, cfg.seed)
         bound = "" if t["epochs"] else " (tanh never got there: a lower bound)"
         print(f"epochs to {cfg.target_error:.0%} training error: relu {r['epochs']} (lr {r['lr']:g}), "
               f"tanh {t['epochs']} (lr {t['lr']:g}); crossings (interpolated): relu {r['crossing']}, tanh "

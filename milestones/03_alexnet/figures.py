@@ -7,12 +7,13 @@ GPU 1 came out largely colour-agnostic (edges, frequencies) and the 48 on GPU 2 
 of colour), because conv1's two halves feed separate conv2 groups.
 """
 
+import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from common.plot import pyplot, save
+from common.plot import outside_legend, pyplot, redraw_main, save
 
 from .model import first_layer_kernels
 
@@ -52,19 +53,52 @@ def save_kernel_grid(model, path, groups: int = None) -> Path:
     return path
 
 
-def figure_1(results: dict, target: float, path, net: str = "Four-layer CNN") -> Path:
+def figure_1(results: dict, target: float, path, net: str = "Four-layer CNN", preset: str = "",
+             seed: int | None = None) -> Path:
+    """Write figure_1_figure(...) as a PNG at `path`."""
+    return save(figure_1_figure(results, target, net, preset, seed), path)
+
+
+def figure_1_figure(results: dict, target: float, net: str = "Four-layer CNN", preset: str = "",
+                    seed: int | None = None):
     """results: {activation: {"lr": fastest rate, "rates": {lr: [training error after each epoch]}}}. Every
-    rate is drawn; each activation's fastest is bold, the rest thin; the target error is a grey line."""
-    fig, ax = pyplot().subplots(figsize=(6.4, 4.4), dpi=120)
-    for i, (act, r) in enumerate(results.items()):
+    (activation, rate) is its own colour, ReLU solid and tanh dashed, each activation's fastest rate bold; the
+    target error is a labelled dotted line; the legend sits right of the axes, off the curves."""
+    fig, ax = pyplot().subplots(figsize=(7.6, 4.6), dpi=120)
+    n = 0
+    for act, r in results.items():
         for lr, curve in r["rates"].items():
             best = float(lr) == r["lr"]
-            ax.plot(range(1, len(curve) + 1), [100 * e for e in curve], color=f"C{i}",
-                    linestyle="-" if act == "relu" else "--", linewidth=2.4 if best else 0.9,
-                    alpha=1.0 if best else 0.6, label=f"{act}, lr {lr}" + (" (fastest)" if best else ""))
-    ax.axhline(100 * target, color="grey", linewidth=0.8)
-    ax.set(title=f"{net} on CIFAR-10 (cf. the paper's Figure 1)", xlabel="epochs",
-           ylabel="training error (%)")
+            ax.plot(range(1, len(curve) + 1), [100 * e for e in curve], color=f"C{n % 10}",
+                    linestyle="-" if act == "relu" else "--", linewidth=2.6 if best else 1.3,
+                    marker="o" if best else None, markersize=3,
+                    label=f"{ACT_NAMES.get(act, act)}, lr {lr}" + (" (fastest)" if best else ""))
+            n += 1
+    ax.axhline(100 * target, color="black", linestyle=":", linewidth=1.2, label=f"target: {target:.0%} training error")
+    ax.annotate(f"{target:.0%}", (0, 100 * target), xycoords=("axes fraction", "data"), xytext=(3, 2),
+                textcoords="offset points", fontsize=8)
+    run = ", ".join(x for x in (f"preset {preset}" if preset else "", "" if seed is None else f"seed {seed}") if x)
+    ax.set(title=f"Figure 1: ReLU vs tanh, {net} on CIFAR-10" + (f"\n({run})" if run else ""),
+           xlabel="epochs", ylabel="training error (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    return save(fig, path)
+    outside_legend(ax)
+    return fig
+
+
+ACT_NAMES = {"relu": "ReLU", "tanh": "tanh"}
+NETS = {"layers-18pct": "cuda-convnet's layers-18pct net", "four-layer": "four-layer CNN"}
+
+
+def redraw_figure_1(run, png) -> Path:
+    """Figure 1 from a relu_vs_tanh run's record (its summary.json holds every rate's curve)."""
+    card = json.loads((Path(run) / "summary.json").read_text())
+    target = json.loads((Path(run) / "config.json").read_text())["config"]["target_error"]
+    results = {act: card[act] for act in ACT_NAMES}
+    return figure_1(results, target, png, NETS.get(card.get("net"), card.get("net", "")), card["preset"], card["seed"])
+
+
+# The committed figures: `python -m milestones.03_alexnet.figures` redraws them from their run records.
+COMMITTED = {"relu_vs_tanh_18pct_seed0.png": (redraw_figure_1, "results/03_alexnet/20261207-015037-fig1-layers-18pct")}
+
+if __name__ == "__main__":
+    redraw_main(__file__, COMMITTED)

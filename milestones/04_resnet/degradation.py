@@ -11,12 +11,13 @@ Trains each model of --models with the same recipe, one after the other, into on
 """
 
 import time
+from dataclasses import asdict
 
 from common.device import seed_everything
 from common.errors import UserError
 from common.session import open_run
 
-from .figure6 import draw, read_curves
+from .figure6 import draw, read_curves, title
 from .recipe import DATASET, MILESTONE, check_recipe, fit, load_data, make_model
 
 
@@ -74,9 +75,7 @@ def run_degradation(cfg, rt, argv) -> dict:
     plot = None
     if rt.is_main:
         plot = draw(read_curves(run.dir / "metrics.jsonl"), run.dir / "training_error.png",
-                    title=f"{DATASET}: plain vs residual ({cfg.steps or cfg.epochs} "
-                          f"{'steps' if cfg.steps else 'epochs'}, batch {cfg.batch_size}, width {cfg.width}, "
-                          f"seed {cfg.seed})")
+                    title=title(asdict(cfg), sess.epoch))
     said, gaps = verdict(results), depth_gaps(results)
     plain_gap = gaps.get("plain", (None, None, None))[2]
     params = {n: c["params"] for n, c in cards.items()}
