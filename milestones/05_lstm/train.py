@@ -19,10 +19,11 @@ from common.config import TrainConfig, arg, parse_list, parse_rates, train_comma
 from common.data.text import BPTTLoader
 from common.errors import UserError
 from common.loop import evaluate_lm, optimizer_step
-from common.plot import line_plot
+from common.plot import save
 from common.session import Session, open_run
 
 from .adding import TEST_SEQUENCES, gradient_plot, train_one
+from .figures import error_vs_length_figure
 from .model import LanguageModel, detach_state, set_forget_bias, state_from_list, state_list
 from .sample import generate
 
@@ -175,9 +176,8 @@ def run_adding(cfg: Config, rt, argv) -> dict:
                           f"paper's stop rule {f'met after {stop:,}' if stop else 'not met'} ({r['seconds']:.0f} s)")
             results.append(min(runs, key=lambda r: (r["wrong"], r["sequences"])))  # the model at its best rate
             tried += runs
-    line_plot({k: (lengths, [r["error"] for r in results if r["model"] == k]) for k in kinds},
-              run.dir / "error_vs_length.png", title="Adding problem: test error vs minimal length T",
-              xlabel="T", ylabel="fraction of test sequences wrong (|err| >= 0.04)")
+    title = f"Adding problem: test error vs length, preset {cfg.preset}, H = {cfg.hidden}, seed {cfg.seed}"
+    save(error_vs_length_figure(results, cfg.solved_error, title), run.dir / "error_vs_length.png")
     last = [r for r in results if r["T"] == max(lengths)]
     head = next((r for r in last if r["model"] == "lstm"), last[-1])
     paper = 1 / 2560 if max(lengths) == 100 and head["model"] == "lstm" else None
