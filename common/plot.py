@@ -111,10 +111,11 @@ def _place_labels(ax, groups: dict, fontsize: float = 7) -> None:
                         color=f"C{i}" if i else "black", va="bottom", **moved)
 
 
-def redraw_main(module_file, committed: dict, argv=None) -> list:
-    """The command line of a milestone's figures.py. committed: {png name: (draw(run, png) -> png, run record)}.
-    With no arguments it redraws every committed figure of the milestone from the run it names (a path from the
-    repository root); with `<name> <run dir> <png>` it draws that figure from any run of the same kind."""
+def redraw_main(module_file, draw: dict, committed: dict, argv=None) -> list:
+    """The command line of a milestone's figures.py. draw: {figure kind: draw(run dir, png) -> png};
+    committed: {png name in the milestone's folder: (figure kind, run dir from the repository root, or None)}.
+    With no arguments it redraws every committed figure from its run; `<kind> <run dir> <png>` draws one figure
+    of that kind from any run."""
     import sys
     from common.errors import UserError, exit_on_user_error
 
@@ -124,15 +125,15 @@ def redraw_main(module_file, committed: dict, argv=None) -> list:
 
     def go():
         if not argv:
-            jobs = [(draw, run and root / run, here / png) for png, (draw, run) in committed.items()]
-        elif len(argv) == 3 and argv[0] in committed:
-            jobs = [(committed[argv[0]][0], Path(argv[1]), Path(argv[2]))]
+            jobs = [(kind, run and root / run, here / png) for png, (kind, run) in committed.items()]
+        elif len(argv) == 3 and argv[0] in draw:
+            jobs = [(argv[0], Path(argv[1]), Path(argv[2]))]
         else:
-            raise UserError(f"give no arguments (redraw {', '.join(committed)}) or <figure> <run dir> <png>, "
-                            f"<figure> one of: {', '.join(committed)}")
-        for draw, run, png in jobs:
+            raise UserError(f"give no arguments (redraw {', '.join(committed) or 'nothing committed'}) or "
+                            f"<kind> <run dir> <png>, <kind> one of: {', '.join(draw)}")
+        for kind, run, png in jobs:
             if run is not None and not run.is_dir():
                 raise UserError(f"{run} is not a run directory")
-            print(draw(run, png))
+            print(draw[kind](run, png))
         return [png for _, _, png in jobs]
     return exit_on_user_error(go)

@@ -97,8 +97,10 @@ def redraw_figure_1(run, png) -> Path:
     return figure_1(results, target, png, NETS.get(card.get("net"), card.get("net", "")), card["preset"], card["seed"])
 
 
-# The committed figures: `python -m milestones.03_alexnet.figures` redraws them from their run records.
-COMMITTED = {"relu_vs_tanh_18pct_seed0.png": (redraw_figure_1, "results/03_alexnet/20261207-015037-fig1-layers-18pct")}
+# The committed figures: `python -m milestones.03_alexnet.figures` redraws them from their run records;
+# `... relu_vs_tanh <run dir> <png>` draws Figure 1 from any relu_vs_tanh run.
+DRAW = {"relu_vs_tanh": redraw_figure_1}
+COMMITTED = {"relu_vs_tanh_18pct_seed0.png": ("relu_vs_tanh", "results/03_alexnet/20261207-015037-fig1-layers-18pct")}
 
 if __name__ == "__main__":
-    redraw_main(__file__, COMMITTED)
+    redraw_main(__file__, DRAW, COMMITTED)

@@ -1,7 +1,7 @@
 """The committed figures of 04_resnet and the runs they are drawn from:
 
     python -m milestones.04_resnet.figures      # redraws each from its run record under results/
-    python -m milestones.04_resnet.figures figure6_quick_4000steps_width4_seed0.png <run dir> <png>  # any run
+    python -m milestones.04_resnet.figures figure6 <run dir> <png>   # from any degradation run
 """
 
 import json
@@ -20,7 +20,8 @@ def redraw_figure6(run, png) -> Path:
     return draw(read_curves(run / "metrics.jsonl"), png, title(config, epochs))
 
 
-COMMITTED = {"figure6_quick_4000steps_width4_seed0.png": (redraw_figure6, "results/04_resnet/20261207-023128-degradation")}
+DRAW = {"figure6": redraw_figure6}
+COMMITTED = {"figure6_quick_4000steps_width4_seed0.png": ("figure6", "results/04_resnet/20261207-023128-degradation")}
 
 if __name__ == "__main__":
-    redraw_main(__file__, COMMITTED)
+    redraw_main(__file__, DRAW, COMMITTED)

@@ -1,6 +1,7 @@
 """The adding problem's figures, drawn from a run's record, and the committed ones:
 
     python -m milestones.05_lstm.figures     # redraws grad_norm_vs_lag.png and adding_error_vs_length.png
+    python -m milestones.05_lstm.figures error_vs_length <adding run dir> <png>
 
 error_vs_length: the fraction of test sequences each net gets wrong at each minimal length T (log axis above
 0.1%), with the run's stop rule (--solved-error) as a labelled line. grad_norm_vs_lag: || d h_T / d x_(T-k) || at
@@ -62,11 +63,11 @@ def redraw_grad_norm(run, png) -> Path:
     return save(grad_norm_figure(), png)
 
 
+DRAW = {"grad_norm_vs_lag": redraw_grad_norm, "error_vs_length": redraw_error_vs_length}
 COMMITTED = {
-    "grad_norm_vs_lag.png": (redraw_grad_norm, None),
-    "adding_error_vs_length.png": (redraw_error_vs_length,
-                                   "results/05_lstm/20261207-021604-adding-rnn-vs-lstm-vs-lstm1997"),
+    "grad_norm_vs_lag.png": ("grad_norm_vs_lag", None),
+    "adding_error_vs_length.png": ("error_vs_length", "results/05_lstm/20261207-021604-adding-rnn-vs-lstm-vs-lstm1997"),
 }
 
 if __name__ == "__main__":
-    redraw_main(__file__, COMMITTED)
+    redraw_main(__file__, DRAW, COMMITTED)
