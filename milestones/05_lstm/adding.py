@@ -25,10 +25,12 @@ TEST_SEQUENCES = 2560  # the paper's test set size
 RECENT, RECENT_MSE = 2000, 0.01
 
 
-def adding_batch(batch_size: int, T: int, gen: torch.Generator, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """x: (B, L, 2) pairs (value, marker), L in [T, T + T/10];  target: (B,) in [0, 1]."""
-    device = device or gen.device
-    L = T + int(torch.randint(0, T // 10 + 1, (1,), generator=gen, device=gen.device))
+def adding_batch(batch_size: int, T: int, gen: torch.Generator, device=None,
+                 lengths: torch.Generator = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: (B, L, 2) pairs (value, marker), L in [T, T + T/10];  target: (B,) in [0, 1]. L is drawn from `lengths`
+    (default: gen): it is a shape, so the host reads it, and read from a GPU generator that is a device sync."""
+    device, lengths = device or gen.device, lengths or gen
+    L = T + int(torch.randint(0, T // 10 + 1, (1,), generator=lengths, device=lengths.device))
     rows = torch.arange(batch_size, device=device)
     value = torch.rand(batch_size, L, generator=gen, device=gen.device).to(device) * 2 - 1
     marker = torch.zeros(batch_size, L, device=device)
@@ -72,37 +74,55 @@ def build(cfg, kind: str) -> SequenceRegressor:
     return model
 
 
+def compiled(model: SequenceRegressor, rt, mode) -> torch.nn.Module:
+    """rt.wrap(model, compile=mode), except that the scratch cell compiles one time step instead of the whole net.
+
+    Every batch has its own length L in [T, T + T/10] (the task's, kept as it is: no padding, no buckets). The
+    scratch cell's Python loop over time unrolls into a graph that holds L, so compiled whole it recompiled at
+    each new length until dynamo's limit (8), then ran uncompiled; one step has the same shapes at every L and
+    compiles once. nn.LSTM needs nothing: dynamo breaks the graph at the fused op, and the readout after it is
+    compiled again once, with L dynamic, at the first new length (automatic dynamic shapes)."""
+    if model.rnn.impl == "scratch" and mode not in ("off", False, None):
+        for cell in model.rnn.cells:
+            cell.step = torch.compile(cell.step, mode=None if mode in ("default", True) else mode)
+        mode = "off"
+    return rt.wrap(model, compile=mode)
+
+
 def train_one(cfg, kind: str, T: int, rt, run, make_optimizer, sweep: bool = False) -> dict:
     """Train one net on length-T sequences until it solves the task or cfg.steps run out. Each net has its own
     Session in the shared run directory: checkpoint-<kind>-T<T>.pt, metrics rows tagged with model and T (and,
     in a learning-rate sweep, the rate: checkpoint-<kind>-T<T>-lr<lr>.pt, rows tagged with lr)."""
     torch.manual_seed(cfg.seed)
     model = build(cfg, kind).to(rt.device)
-    net = rt.wrap(model, compile=cfg.compile)
+    net = compiled(model, rt, cfg.compile)
     opt = make_optimizer(cfg, model.parameters())
     scaler = rt.grad_scaler()
     test_gen = torch.Generator(device=rt.device).manual_seed(10_000 + T)  # the same test set for every model
     test = [adding_batch(256, T, test_gen) for _ in range(TEST_SEQUENCES // 256)]
     gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+    lengths = gen if gen.device.type == "cpu" else torch.Generator().manual_seed(cfg.seed)  # L without a sync
     # fresh sequences every step, no epochs: the whole budget counts as one (--eval-every 0 = only at the end)
     name, tag = f"{kind}-T{T}" + (f"-lr{cfg.lr:g}" if sweep else ""), {"model": kind, "T": T}
     sess = Session(cfg, rt, run, cfg.steps, cfg.steps, checkpoint=run.dir / f"checkpoint-{name}.pt",
                    tag=dict(tag, lr=cfg.lr) if sweep else tag, desc=f"adding {name}", echo=False)
     sess.attach(model, opt, scaler=scaler, resume=False)
     recent = torch.zeros(0, device=rt.device)  # squared errors of the latest <= RECENT training sequences
-    paper_stop = None  # sequences seen when the paper's stop rule was first met
+    # sequences seen when the paper's stop rule was first met (-1: not yet), kept on the device and read at the
+    # end: testing it on the host would sync every step
+    paper_stop = torch.tensor(-1, device=rt.device)
     with sess:
         while sess.running:
-            x, y = adding_batch(cfg.batch_size, T, gen)
+            x, y = adding_batch(cfg.batch_size, T, gen, lengths=lengths)
             with rt.autocast():
                 pred = net(x).float()
             loss = F.mse_loss(pred, y)
             optimizer_step(loss, opt, scaler, clip=cfg.clip, params=model.parameters())
             sess.step(cfg.batch_size)
             recent = torch.cat([recent, (pred.detach() - y) ** 2])[-RECENT:]
-            if paper_stop is None and len(recent) == RECENT and bool((recent < TOLERANCE ** 2).all()) \
-                    and float(recent.mean()) < RECENT_MSE:
-                paper_stop = sess.step_count * cfg.batch_size
+            if len(recent) == RECENT:  # a shape: known on the host
+                met = (recent < TOLERANCE ** 2).all() & (recent.mean().double() < RECENT_MSE) & (paper_stop < 0)
+                paper_stop = torch.where(met, sess.step_count * cfg.batch_size, paper_stop)
             if sess.due("log"):
                 sess.log("train", loss=loss)
             if sess.due("eval"):
@@ -111,9 +131,9 @@ def train_one(cfg, kind: str, T: int, rt, run, make_optimizer, sweep: bool = Fal
                 if err <= cfg.solved_error:
                     break  # solved: stop early
     sess.finish()
-    error = sess.results["test_error"]
+    error, paper_stop = sess.results["test_error"], int(paper_stop)
     return dict(model=kind, T=T, lr=cfg.lr, error=error, mse=sess.results["test_mse"], solved=error <= cfg.solved_error,
-                wrong=round(error * TEST_SEQUENCES), paper_stop_sequences=paper_stop,
+                wrong=round(error * TEST_SEQUENCES), paper_stop_sequences=paper_stop if paper_stop >= 0 else None,
                 steps=sess.step_count, sequences=sess.step_count * cfg.batch_size,
                 seconds=round(sess.train_seconds, 2), params=sum(p.numel() for p in model.parameters()))
 

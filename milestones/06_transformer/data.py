@@ -456,3 +456,15 @@ def collate(rows, pad_id: int = PAD) -> tuple[torch.Tensor, torch.Tensor, torch.
     tgt = pad_sequence([torch.as_tensor(t, dtype=torch.long) for _, t in rows], batch_first=True,
                        padding_value=pad_id)  # (B, T + 1)
     return src, tgt[:, :-1], tgt[:, 1:]
+
+
+def dynamic_shapes(*batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The batch's tensors (on the device the model reads them from), every dimension marked dynamic for
+    torch.compile. Token-count batches change (B, S, T) at every step: unmarked, dynamo compiles the first batch's
+    sizes and compiles again, with symbolic sizes, at the next one (automatic dynamic shapes). Marked, the first
+    compile is the symbolic one and serves every batch. The math is unchanged; padding up to a few bucket lengths
+    would have recompiled as little, but the longer tensors draw other dropout masks. (CUDA graphs, --compile
+    reduce-overhead, still record one graph per distinct shape.)"""
+    for t in batch:
+        torch._dynamo.maybe_mark_dynamic(t, list(range(t.dim())))
+    return batch

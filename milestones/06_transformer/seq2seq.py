@@ -73,7 +73,8 @@ class Pairs:
         for idx in self.batcher.batches(epoch, start):
             src, tgt_in, tgt_out = data.collate([self.rows[i] for i in idx], data.PAD)
             tokens = int((src != data.PAD).sum() + (tgt_out != data.PAD).sum())  # counted on the CPU: no sync
-            yield (*(t.to(self.device, non_blocking=True) for t in (src, tgt_in, tgt_out)), tokens)
+            yield (*data.dynamic_shapes(*(t.to(self.device, non_blocking=True) for t in (src, tgt_in, tgt_out))),
+                   tokens)
 
 
 def comparison_data(cfg, rt, scored: str) -> SimpleNamespace:
