@@ -18,7 +18,7 @@ averaging.
 
 Into one run directory:
     metrics.jsonl              training loss, validation loss and dev BLEU of each arm (rows tagged "model")
-    ablations.png              validation NLL against steps, every arm
+    ablations.png              validation NLL against steps, every arm, with its dev BLEU
     translations-<arm>.txt     each arm's dev-set translations
     summary.json               per arm: bleu_<arm>, valid_loss_<arm>, params_<arm>, ...; the value is base's BLEU
     checkpoint-<arm>.pt        each trained net; tokenizer.json, the vocabulary all arms used
@@ -31,10 +31,11 @@ import math
 
 from common.device import count_params, seed_everything
 from common.errors import UserError
-from common.plot import line_plot
+from common.plot import save
 from common.session import Diverged, open_run
 
 from . import data
+from .figures import ablations_figure, ablations_title
 from .lr import lr_line, lr_record
 from .seq2seq import (check_seq2seq, comparison_data, fit, paper_optimizer, rate, rate_without_warmup, score,
                       transformer_from)
@@ -122,8 +123,9 @@ def run_ablations(cfg, rt, argv) -> dict:
         signature = test["signature"]
 
     if rt.is_main:
-        line_plot(valid_curves(run.dir / "metrics.jsonl", arms), run.dir / "ablations.png", xlabel="step",
-                  ylabel="validation NLL / target token", title=f"Table 3 at {cfg.steps} steps (seed {cfg.seed})")
+        bleu = {arm: r["bleu"] for arm, r in results.items() if not r["diverged"]}
+        save(ablations_figure(valid_curves(run.dir / "metrics.jsonl", arms), bleu, ablations_title(vars(cfg))),
+             run.dir / "ablations.png")
     seconds = sum(r["train_seconds"] or 0.0 for r in results.values())
     tokens = sum(r.pop("tokens") or 0.0 for r in results.values())
     per_arm = {f"{key}_{arm}": value for arm, values in results.items() for key, value in values.items()}

@@ -23,7 +23,7 @@ from common.loop import evaluate_lm, optimizer_step
 from common.session import Session, open_run
 
 from . import data, decode
-from .figures import cross_attention_grid
+from .figures import attention_title, cross_attention_grid
 from .lr import lr_line, lr_record
 from .charlm import gpt_from, lr_lambda, make_adamw, tiled, windows
 from .vs_lstm import run_vs_lstm
@@ -313,7 +313,7 @@ def run_translate(cfg: Config, rt, argv) -> dict:
     if rt.is_main:
         (run_dir / "translations.txt").write_text("".join(t.replace("\n", " ") + "\n" for t in translations))
         cross_attention_grid(final, test_ids[0], hyps[0], tok, run_dir / "cross_attention.png",
-                             title=f"{sources[0]}")
+                             title=attention_title(vars(cfg), sources[0], translations[0]))
     sess.log("test", bleu=cased["score"], bleu_lowercase=lower["score"], sentences=n,
              decode_seconds=round(decode_seconds, 1))
     paper = BASE_BLEU if cfg.corpus == "wmt14" else None

@@ -35,6 +35,7 @@ from common.session import Session, open_run
 
 from .budget import Budget
 from .charlm import gpt_from, lr_factor, make_adamw, tiled, windows
+from .figures import vs_lstm_title
 from .lr import lr_line, lr_record
 
 # A documented reuse across milestones (docs/DESIGN.md): the recurrent arm is 05's LSTM language model, as is
@@ -168,10 +169,8 @@ def run_vs_lstm(cfg, rt, argv) -> dict:
     clock = {"cpu": "CPU", "cuda": "GPU"}.get(rt.device.type, "wall")
     plot = None
     if rt.is_main:
-        limit = f"{cfg.budget_seconds:g} {clock} s each" if cfg.budget_seconds else f"{cfg.steps or 'all'} steps each"
         plot = plot_curves({f"{names[k]} ({params[k]:,} params)": a["curve"] for k, a in arms.items()},
-                           run.dir / "vs_lstm.png", clock,
-                           f"Tiny Shakespeare, GPT vs LSTM: {limit}, batch {cfg.batch_size} x {cfg.context}")
+                           run.dir / "vs_lstm.png", clock, vs_lstm_title(vars(cfg), clock))
     g, m = arms["gpt"], arms["lstm"]
     per_arm = {f"{k}_{key}": a[key] for k, a in arms.items()
                for key in ("val_loss", "tokens_per_second", "tokens_per_clock_second", "seconds", "wall_seconds",
