@@ -74,7 +74,9 @@ class Augment:
                  channels_last: bool = False):
         self.device, self.crop, self.padding = device, crop, padding
         self.mean, self.std = mean, std
-        self.eigval, self.eigvec, self.jitter = eigval, eigvec, jitter
+        # on the device once: moved in pca_jitter they would be two blocking host-to-device copies every step
+        self.eigval, self.eigvec = (None if t is None else t.to(device) for t in (eigval, eigvec))
+        self.jitter = jitter
         self.channels_last = channels_last
 
     def _finish(self, x: torch.Tensor, jitter: bool) -> torch.Tensor:

@@ -134,7 +134,8 @@ def train_classifier(cfg, rt, argv=None) -> dict:
                 if cfg.schedule == "cosine":
                     sched.step()
                 sess.step(cfg.batch_size)  # the global batch: ranks step in lockstep
-                wrong += torch.stack([(logits.argmax(-1) != y).sum(), torch.tensor(y.numel(), device=rt.device)])
+                wrong[0] += (logits.argmax(-1) != y).sum()
+                wrong[1] += y.numel()  # a Python number: no tensor copied to the device
                 if sess.due("log"):
                     sess.log("train", loss=loss, lr=opt.param_groups[0]["lr"])
                 if sess.due("eval"):  # once an epoch by default
