@@ -16,6 +16,7 @@ train = importlib.import_module("milestones.02_cnn_lenet.train")
 inputs = importlib.import_module("milestones.02_cnn_lenet.inputs")
 sdlm = importlib.import_module("milestones.02_cnn_lenet.sdlm")
 from common.device import count_params  # noqa: E402
+from common.errors import UserError  # noqa: E402
 
 # Table I of LeCun et al. 1998, transcribed by hand: row = S2 map, column = C3 map, X = connected.
 TABLE_I = [
@@ -442,10 +443,23 @@ def test_onecycle_is_commons_one_cycle():  # its shape is tested in test_common
     assert [f(s) for s in range(101)] == [g(s) for s in range(101)] and f(25) == 1.0
 
 
-def test_fast_experiment_records_the_race_clock(tmp_path, data_root):
-    card = _smoke(tmp_path, "--experiment", "fast")
-    assert card["params"] == 61728 and card["experiment"] == "fast" and card["value"] < 0.9
+def test_fast_preset_runs_the_race_and_records_its_clock(tmp_path, data_root):
+    card = train.main(["--preset", "fast", "--out-dir", str(tmp_path), "--steps", "20", "--batch-size", "64",
+                       "--lr", "0.1", "--eval-every", "10", "--log-every", "5", "--ckpt-every", "10", "--threads", "1"])
+    assert card["params"] == 61728 and card["experiment"] == "fast" and card["preset"] == "fast"
+    assert card["value"] < 0.9
     assert card["options"] == dict(distort=False, optimizer="sgd", nesterov=True, schedule="onecycle")
     # process start -> the test error is known: after the training, before the figures and the card
     assert card["train_seconds"] < card["seconds_to_result"] <= card["wall_seconds"]
-    assert train.PRESETS["fast/default"]["epochs"] == 3 and train.PRESETS["fast/default"]["schedule"] == "onecycle"
+
+
+def test_fast_preset_is_the_race_recipe_and_the_only_way_to_it():
+    from common.config import parse_config
+    cfg = parse_config(train.Config, ["--preset", "fast"], train.PRESETS, experiments=train.EXPERIMENTS)
+    # the recipe `--experiment fast` ran before it became `--preset fast`, value for value
+    assert (cfg.experiment, cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay,
+            cfg.schedule, cfg.precision) == ("fast", 3, 256, 0.4, 0.9, True, 5e-4, "onecycle", "auto")
+    for argv, says in ((["--experiment", "fast"], "--preset fast"), (["--preset", "fast", "--experiment", "mlp"],
+                                                                     "takes no other --experiment")):
+        with pytest.raises(UserError, match=says):
+            parse_config(train.Config, argv, train.PRESETS, experiments=train.EXPERIMENTS)

@@ -310,7 +310,8 @@ EXPERIMENTS = {"symmetry": run_patterns, "xor": run_patterns, "mnist": run_mnist
 
 
 def main(argv=None, prog="python -m milestones train 01_dnn"):
-    return train_command(Config, PRESETS, EXPERIMENTS, argv, prog, __doc__, MILESTONE)
+    return train_command(Config, PRESETS, EXPERIMENTS, argv, prog, __doc__, MILESTONE, preset_help={
+        "modern": "The 784-800-10 net with ReLU, cross-entropy, He init and momentum SGD, 60 epochs of batch 32."})
 
 
 if __name__ == "__main__":

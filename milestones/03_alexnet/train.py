@@ -35,9 +35,8 @@ class Config(TrainConfig):
                     only=NETS)
     overlap: bool = arg(True, "overlapping max-pooling (z=3, s=2); false: z=2, s=2", only=NETS)
     dropout: float = arg(0.5, "dropout probability on fc6 and fc7 outputs (0 = none)", only=NETS)
-    init: str = arg("paper", "paper: N(0, 0.01) weights, biases 1 in conv2/4/5 and fc6/7 (relu_vs_tanh: in the "
-                    "ReLU net's hidden layers); gaussian (relu_vs_tanh): the same weights, zero biases; "
-                    "modern: He et al. 2015", choices=("paper", "gaussian", "modern"), only=NETS + ("relu_vs_tanh",))
+    init: str = arg("paper", "paper: N(0, 0.01), biases 1 in conv2/4/5 and fc6/7 (relu_vs_tanh: the ReLU net's "
+                    "hidden layers); gaussian (relu_vs_tanh): zero biases; modern: He et al. 2015", choices=("paper", "gaussian", "modern"), only=NETS + ("relu_vs_tanh",))
     momentum: float = arg(0.9, "SGD momentum")
     weight_decay: float = arg(5e-4, "L2 weight decay (the paper's 0.0005)")
     schedule: str = arg("plateau", "plateau: LR / 10 when validation error stops improving (the paper); "
@@ -52,8 +51,8 @@ class Config(TrainConfig):
     train_subset: int = arg(0, "train on the first N training images only (0 = all)",
                             only=("cifar", "ablations", "groups", "relu_vs_tanh"))
     test_subset: int = arg(0, "evaluate on the first N test images only (0 = all 10,000)", only=CIFAR_NETS)
-    train_eval: int = arg(0, "after training, the error on the first N training images too, in eval mode (the "
-                          "train/test gap; 0 = skip)", only=CIFAR_NETS)
+    train_eval: int = arg(0, "after training, the error on the first N training images in eval mode (0 = skip)",
+                          only=CIFAR_NETS)
     arms: str = arg("", "the arms to train, comma-separated (empty = all): full, no-lrn, no-dropout, no-overlap",
                     only="ablations")
     target_error: float = arg(0.25, "the training error each net is trained to reach", only="relu_vs_tanh")
@@ -154,7 +153,9 @@ EXPERIMENTS = {"cifar": cifar, "imagenet": imagenet, "relu_vs_tanh": relu_vs_tan
 
 
 def main(argv=None, prog="python -m milestones train 03_alexnet"):
-    return train_command(Config, PRESETS, EXPERIMENTS, argv, prog, __doc__, MILESTONE)
+    return train_command(Config, PRESETS, EXPERIMENTS, argv, prog, __doc__, MILESTONE, preset_help={
+        "18pct": "Figure 1 with cuda-convnet's layers-18pct net and settings, at two rates, 40 epochs.",
+        "overfit": "5,000 training images for 30 epochs, where the full net overfits: full vs no dropout."})
 
 
 if __name__ == "__main__":

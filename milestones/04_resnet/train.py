@@ -116,7 +116,8 @@ EXPERIMENTS = {"cifar": run_cifar, "degradation": run_degradation}
 
 
 def main(argv=None, prog="python -m milestones train 04_resnet"):
-    return train_command(Config, PRESETS, EXPERIMENTS, argv, prog, __doc__, MILESTONE)
+    return train_command(Config, PRESETS, EXPERIMENTS, argv, prog, __doc__, MILESTONE, preset_help={
+        "fast": "The CIFAR-10 race (not the paper's recipe): ResNet-20, 26 epochs of one-cycle Nesterov SGD."})
 
 
 if __name__ == "__main__":

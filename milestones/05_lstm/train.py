@@ -321,7 +321,8 @@ EXPERIMENTS = {"adding": run_adding, "ptb": run_ptb, "shakespeare": run_shakespe
 
 
 def main(argv=None, prog="python -m milestones train 05_lstm"):
-    return train_command(Config, sized_presets(argv), EXPERIMENTS, argv, prog, __doc__, MILESTONE)
+    return train_command(Config, sized_presets(argv), EXPERIMENTS, argv, prog, __doc__, MILESTONE, preset_help={
+        "modern": "The paper's lengths and cell, trained with Adam on minibatches of 32, 64 cells, clip 1."})
 
 
 if __name__ == "__main__":

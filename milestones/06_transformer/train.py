@@ -48,35 +48,33 @@ class Config(TrainConfig):
     d_model: int = arg(512, "d_model, the width of every layer")
     heads: int = arg(8, "h, attention heads")
     d_ff: int = arg(2048, "inner size of the feed-forward networks (charlm: always 4 d_model)", only=SEQ2SEQ)
-    dropout: float = arg(0.1, "P_drop on every sub-layer's output and on the embeddings (charlm: also on the "
-                         "attention weights)")
+    dropout: float = arg(0.1, "P_drop on every sub-layer's output and the embeddings (charlm: the attention "
+                         "weights too)")
     norm: str = arg("post", "post: LayerNorm(x + Sublayer(x)), the paper; pre: x + Sublayer(LayerNorm(x))",
                     choices=("post", "pre"), only=SEQ2SEQ)
     positions: str = arg("sinusoidal", "sinusoidal (sec. 3.5) or learned (Table 3 row E)",
                          choices=("sinusoidal", "learned"), only=SEQ2SEQ)
-    impl: str = arg("fast", "attention: fast (PyTorch's fused kernels), scratch (eq. 1 written out; the faster "
-                    "of the two on a CPU in bf16) or auto (scratch on a CPU in bf16, else fast)",
+    impl: str = arg("fast", "attention: fast (PyTorch's fused kernels), scratch (eq. 1 written out; faster on a "
+                    "CPU in bf16) or auto (scratch there, else fast)",
                     choices=IMPLS + ("auto",))
-    lr: float = arg(1.0, "translate/copy/vs_rnn (the Transformer): factor on the paper's rate d_model^-0.5 "
-                    "min(step^-0.5, step warmup^-1.5) (1 = the paper); charlm/vs_lstm (the GPT): the peak AdamW "
-                    "rate. Each run prints which and records the peak it gave as peak_lr")
+    lr: float = arg(1.0, "the Transformer: a factor on eq. 3's rate (1 = the paper); the GPT (charlm, vs_lstm): "
+                    "the peak AdamW rate; runs record the peak as peak_lr")
     warmup: int = arg(4000, "warm-up steps (translate/copy: of the paper's schedule, eq. 3; charlm: linear)")
     clip: float = arg(0.0, "clip the global gradient norm to this value (0 = never; the paper does not clip)")
     # translation and copying
-    batch_tokens: int = arg(50000, "tokens per step, source and target together, over all ranks (the paper: "
-                            "~25000 real tokens of each, --batching real)", only=SEQ2SEQ)
-    batching: str = arg("padded", "real: at most --batch-tokens / 2 real (non-pad) source tokens and as many real "
-                        "target tokens a step (the paper, sec. 5.1); padded: at most --batch-tokens padded source + "
-                        "target tokens (bounds the tensors)", choices=data.TokenBatches.COUNTS, only=SEQ2SEQ)
+    batch_tokens: int = arg(50000, "tokens a step, source and target together, over all ranks (the paper: "
+                            "~25000 of each)", only=SEQ2SEQ)
+    batching: str = arg("padded", "real: --batch-tokens / 2 real source tokens and as many target ones a step "
+                        "(sec. 5.1); padded: --batch-tokens padded tokens in all", choices=data.TokenBatches.COUNTS,
+                        only=SEQ2SEQ)
     label_smoothing: float = arg(0.1, "epsilon_ls of sec. 5.4", only=SEQ2SEQ)
-    corpus: str = arg("multi30k", "multi30k (de->en, the files under the data root), multi30k-hub (the same "
-                      "from the Hugging Face hub), wmt14 (en->de, the paper's task; hub, needs the network)",
+    corpus: str = arg("multi30k", "multi30k (de->en, under the data root), multi30k-hub (the same, from the "
+                      "Hugging Face hub) or wmt14 (en->de, the paper's; hub)",
                       choices=CORPORA, only="translate")
     vocab_size: int = arg(8000, "joint BPE vocabulary (the paper: about 37000 for WMT14 en-de)", only=TRANSLATION)
     max_len: int = arg(0, "drop training pairs longer than this many tokens (0 = keep all)", only=TRANSLATION)
-    average: int = arg(0, "decode with the average of the last K checkpoints' weights (kept at the last step and "
-                       "every --ckpt-every steps before it; the paper averaged 5 for base, 20 for big); 0 = the "
-                       "final weights", only="translate")
+    average: int = arg(0, "decode with the average of the last K checkpoints (every --ckpt-every steps; the "
+                       "paper: 5 for base, 20 for big); 0 = the final weights", only="translate")
     beam: int = arg(4, "beam size for the test translations (1 = greedy)", only=TRANSLATION)
     alpha: float = arg(0.6, "length penalty alpha of the beam search (Wu et al. 2016)", only=TRANSLATION)
     test_size: int = arg(0, "translate only the first N test sentences (ablations: dev sentences; 0 = all)",
@@ -453,7 +451,12 @@ EXPERIMENTS = {name: resolving_impl(run) for name, run in [
 
 
 def main(argv=None, prog="python -m milestones train 06_transformer"):
-    return train_command(Config, PRESETS, EXPERIMENTS, argv, prog, __doc__, MILESTONE)
+    return train_command(Config, PRESETS, EXPERIMENTS, argv, prog, __doc__, MILESTONE, preset_help={
+        "big": "The paper's big model (d_model 1024, 16 heads, 300k steps); not run here."}, experiment_help={
+        "vs_rnn": "An LSTM encoder-decoder with Bahdanau's attention against the Transformer, same batches, equal "
+                  "training budget; BLEU of both.",
+        "ablations": "Table 3 at a CPU budget: one head, no label smoothing, learned positions, pre-LN without "
+                     "warm-up, each against the base model."})
 
 
 if __name__ == "__main__":

@@ -329,7 +329,8 @@ EXPERIMENTS = {"train": run_train, "gan_loss": run_gan_loss, "dcgan_beta1": run_
 
 
 def main(argv=None, prog="python -m milestones train 07_vae_gan_diffusion"):
-    return train_command(Config, model_presets(argv), EXPERIMENTS, argv, prog, __doc__, MILESTONE)
+    return train_command(Config, model_presets(argv), EXPERIMENTS, argv, prog, __doc__, MILESTONE,
+                         only_for={"model": FOR_MODEL})
 
 
 if __name__ == "__main__":
