@@ -294,7 +294,9 @@ def compare(cfg: Config, rt, argv, name: str, arms: dict) -> dict:
         examples_per_second=round(sum(c["examples_per_second"] for c in cards.values()) / len(cards), 1),
         steps=sum(c["steps"] for c in cards.values()), fcd_real=first.get("fcd_real"), arms=cards, **flat)
     if rt.is_main:
-        print(f"sample grids: {run.dir / 'samples'}/<arm>; run record: {run.dir}")
+        from .figures import redraw_samples  # here: figures reads runs through sample.py, which imports this module
+        plot = redraw_samples(run.dir, run.dir / f"{cfg.experiment}.png")
+        print(f"sample grids: {run.dir / 'samples'}/<arm>; the arms side by side: {plot}; run record: {run.dir}")
     return summary
 
 
