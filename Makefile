@@ -1,6 +1,7 @@
 # Two commands on a fresh machine with only Python 3.11:
 #   make run    set up .venv, install, reproduce the 1986 symmetry experiment (no download needed)
 #   make test   set up .venv, install, run the test suite
+#   make gpu-check   on a machine with a CUDA GPU: `python -m milestones check --device cuda` (report in runs/check/)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test setup clean
+.PHONY: run test gpu-check setup clean
 
 setup: $(STAMP)
 
@@ -26,6 +27,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$status
+
+gpu-check: $(STAMP)
+	$(BIN)/python -m milestones check --device cuda
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

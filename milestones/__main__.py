@@ -1,10 +1,12 @@
-"""python -m milestones {list,train,sample,compare,bench,course}"""
+"""python -m milestones {list,train,sample,compare,bench,check,course}"""
 
 import importlib
 import os
 import sys
 
 from common.cli import Parser
+from common.sample_cli import add_sample_flags
+from common.config import COMPILE_MODES
 from common.errors import UserError, exit_on_user_error
 
 from . import COURSE, is_built, meta
@@ -22,19 +24,40 @@ def cmd_list(args) -> None:
     print(format_table(header, table, width=None if args.wide else WIDTH))
 
 
+# A chapter by the name of its model: `train lenet` is `train 02_cnn_lenet`; a name that picks a model or an
+# experiment of its chapter adds that flag to `train` (`train vae` is `train 07_vae_gan_diffusion --model vae`).
+ALIASES = {"lenet": ("02_cnn_lenet",), "alexnet": ("03_alexnet",), "resnet": ("04_resnet",), "lstm": ("05_lstm",),
+           "transformer": ("06_transformer",), "gpt": ("06_transformer", "--experiment", "charlm"),
+           **{m: ("07_vae_gan_diffusion", "--model", m) for m in ("vae", "gan", "dcgan", "ddpm")}}
+NAMES = "an id (01_dnn), its number (01), its name (dnn) or its model's (" + ", ".join(ALIASES) + ")"
+
+
 def _resolve(mid: str) -> str:
+    """The chapter id an id, number, name or model name (ALIASES) means."""
     matches = [m for m in COURSE if m == mid or m.split("_", 1)[0] == mid or m.split("_", 1)[1] == mid]
+    if mid in ALIASES:
+        matches = [ALIASES[mid][0]]
     if not matches:
-        raise UserError(f"unknown milestone {mid!r}; the course has: {', '.join(COURSE)}")
+        raise UserError(f"unknown milestone {mid!r}; the course has: {', '.join(COURSE)} (or "
+                        f"{', '.join(ALIASES)})")
     if not is_built(matches[0]):
         raise UserError(f"milestone {matches[0]} is planned but not built yet")
     return matches[0]
 
 
+def _alias_flags(name: str, rest: list) -> list:
+    """The flags a model name adds to `train` (gpt: --experiment charlm), refused when `rest` gives that flag too."""
+    flags = list(ALIASES.get(name, ())[1:])
+    if flags and any(a == flags[0] or a.startswith(flags[0] + "=") for a in rest):
+        raise UserError(f"`train {name}` is `train {ALIASES[name][0]} {' '.join(flags)}`: for another "
+                        f"{flags[0]}, name the chapter (train {ALIASES[name][0]} {flags[0]} ...)")
+    return flags
+
+
 def cmd_train(args, rest) -> None:
     mid = _resolve(args.milestone)
     train = importlib.import_module(f"milestones.{mid}.train")
-    train.main(rest, prog=f"python -m milestones train {mid}")
+    train.main(_alias_flags(args.milestone, rest) + list(rest), prog=f"python -m milestones train {mid}")
 
 
 def cmd_sample(args, rest) -> None:
@@ -84,6 +107,12 @@ def cmd_bench(args) -> None:
     bench(args)
 
 
+def cmd_check(args) -> None:
+    from .check import main as check
+
+    check(args)
+
+
 def cmd_course(args) -> None:
     """No id: the timeline and where to start. An id (01, dnn, 01_dnn): that chapter's "## Course" section."""
     from .course import chapter, timeline
@@ -96,14 +125,19 @@ def main(argv=None) -> None:
     p = Parser(prog="python -m milestones",
                                 description="Run the history of deep learning: train, sample and compare its "
                                             "milestone models.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{list,train,sample,compare,bench,course}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{list,train,sample,compare,bench,check,course}")
     lst = sub.add_parser("list", help="the milestones in course order")
     lst.add_argument("--wide", action="store_true", help="full paper names and datasets (wider than 100 columns)")
     t = sub.add_parser("train", help="train a milestone (flags after the id go to its train script; "
                                      "`train <id> --help` lists them)")
-    t.add_argument("milestone", help="milestone id, e.g. 01_dnn (or 01, or dnn)")
-    s = sub.add_parser("sample", help="generate from a trained generative milestone")
-    s.add_argument("milestone")
+    t.add_argument("milestone", help=NAMES)
+    s = sub.add_parser("sample", help="generate from a trained generative milestone (`sample --help` lists the "
+                                      "flags)", usage="python -m milestones sample <id> --run DIR [flags]",
+                       description="Generate from a trained run of 05_lstm (text), 06_transformer (text, or a "
+                                   "translation with --source) or 07_vae_gan_diffusion (images). These flags mean "
+                                   "the same for each; `sample <id> --help` adds the milestone's own.")
+    s.add_argument("milestone", help=NAMES)
+    add_sample_flags(s, run_required=False)
     c = sub.add_parser("compare", help="one row per run: our numbers beside the papers'")
     add_compare_arguments(c)
     b = sub.add_parser("bench", help="training speed of each milestone's main model here: examples/s, "
@@ -119,9 +153,26 @@ def main(argv=None) -> None:
     b.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     b.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default; 1 is often faster "
                                                          "on a CPU shared with other jobs)")
+    ck = sub.add_parser("check", help="does the course work on this machine? each milestone's model trained a few "
+                                      "hundred steps through its own train script, measured; report.md and "
+                                      "report.json, exit status 1 on a failed line")
+    ck.add_argument("ids", nargs="*", metavar="id", help="milestones to check (default: all)")
+    ck.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or cuda:N; on a CPU the "
+                                                     "smoke presets run, on a GPU the default ones")
+    ck.add_argument("--steps", type=int, default=0, help="training steps a model (default: 300 on a GPU, 24 on "
+                                                         "a CPU)")
+    ck.add_argument("--compile", default="", choices=("", *COMPILE_MODES), metavar="MODE",
+                    help="torch.compile mode for every model: off, default, reduce-overhead, max-autotune "
+                         "(default: default on a GPU, off on a CPU)")
+    ck.add_argument("--tests", default="on", choices=("on", "off"), help="run the tests marked `device` first")
+    ck.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
+    ck.add_argument("--data-dir", default=None, help="data root with MNIST, CIFAR-10, PTB, Multi30k and Tiny "
+                                                     "Shakespeare (default: $MILESTONES_DATA, else the download "
+                                                     "cache); a dataset missing there skips its lines")
+    ck.add_argument("--out", default=None, help="the report's directory (default: runs/check/<time>)")
     co = sub.add_parser("course", help="the course as a guided path: the timeline, or one chapter's page "
                                        "(what changed, one command to run, what to try next)")
-    co.add_argument("milestone", nargs="?", help="chapter id, e.g. 01_dnn (or 01, or dnn); none: the timeline")
+    co.add_argument("milestone", nargs="?", help=NAMES + "; none: the timeline")
 
     if argv and argv[0] in ("train", "sample") and len(argv) >= 2 and not argv[1].startswith("-"):
         args, rest = p.parse_args(argv[:2]), argv[2:]
@@ -129,7 +180,8 @@ def main(argv=None) -> None:
         args, rest = p.parse_args(argv), []
     handlers = {"list": lambda: cmd_list(args), "train": lambda: cmd_train(args, rest),
                 "sample": lambda: cmd_sample(args, rest), "compare": lambda: cmd_compare(args),
-                "bench": lambda: cmd_bench(args), "course": lambda: cmd_course(args)}
+                "bench": lambda: cmd_bench(args), "check": lambda: cmd_check(args),
+                "course": lambda: cmd_course(args)}
     try:
         exit_on_user_error(handlers[args.command])
     except BrokenPipeError:  # `... | head` closed the pipe: not an error worth a traceback

@@ -19,6 +19,8 @@ from common.session import Session
 from milestones import COURSE, is_built
 from tests.conftest import REPO, only_run_dir, read_metrics, read_summary
 
+pytestmark = pytest.mark.device  # `check` runs these on the device it checks
+
 BUILT = [m for m in COURSE if is_built(m)]
 
 # Each milestone's contract is checked on its resumable single-run experiment at --preset smoke, with a schedule

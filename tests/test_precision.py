@@ -6,6 +6,8 @@ import importlib
 import pytest
 import torch
 
+pytestmark = pytest.mark.device  # `check` runs these on the device it checks
+
 lstm = importlib.import_module("milestones.05_lstm.model")
 
 
