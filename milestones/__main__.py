@@ -5,9 +5,9 @@ import os
 import sys
 
 from common.cli import Parser
-from common.sample_cli import add_sample_flags
 from common.config import COMPILE_MODES
 from common.errors import UserError, exit_on_user_error
+from common.sample_cli import add_sample_flags
 
 from . import COURSE, is_built, meta
 from .compare import WIDTH, add_compare_arguments, format_table, runs_dir, table_of

@@ -1,10 +1,10 @@
 """Generate text from a trained LSTM language model.
 
-    python -m milestones sample 05_lstm --run runs/05_lstm/<run dir> --temperature 0.8 --length 500
+    python -m milestones sample 05_lstm --run runs/05_lstm/<run dir> --temperature 0.8 --n 500
     python -m milestones sample 05_lstm --run <ptb run dir> --prompt "the company said"
 """
 
-import argparse
+from pathlib import Path
 
 import torch
 
@@ -12,6 +12,7 @@ from common.checkpoint import load_checkpoint, restore
 from common.data.text import decode, encode
 from common.device import pick_device
 from common.errors import UserError, exit_on_user_error
+from common.sample_cli import sample_parser
 
 from .model import LanguageModel
 
@@ -34,16 +35,12 @@ def generate(model, vocab, words: bool, prompt: str, length: int, temperature: f
 
 def main(argv=None, prog="python -m milestones sample 05_lstm"):
     def go():
-        p = argparse.ArgumentParser(prog=prog, description="Sample text from a 05_lstm language-model run.")
-        p.add_argument("--run", required=True, help="run directory (or its checkpoint.pt)")
-        p.add_argument("--length", type=int, default=500, help="tokens to generate (characters or words)")
-        p.add_argument("--temperature", type=float, default=0.8, help="< 1 is safer, > 1 is wilder")
-        p.add_argument("--prompt", default=None, help="text to start from (default: a newline; PTB: 'the')")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--device", default="cpu")
+        p = sample_parser(prog, "Sample text from a 05_lstm language-model run (the prompt defaults to a "
+                          "newline; PTB: 'the').", n_default=500, temperature=0.8,
+                          n_help="tokens to generate (characters or words)")
         args = p.parse_args(argv)
-        if args.length < 1:
-            raise UserError(f"--length must be at least 1, got {args.length}")
+        if args.n < 1:
+            raise UserError(f"--n must be at least 1, got {args.n}")
         if not args.temperature > 0:
             raise UserError(f"--temperature must be positive, got {args.temperature}")
         state = load_checkpoint(args.run)
@@ -56,7 +53,10 @@ def main(argv=None, prog="python -m milestones sample 05_lstm"):
                               if cfg["forget_gate"] or cfg["model"] != "lstm" else "scratch", cfg["forget_gate"])
         restore({"model": state["model"]}, model)  # weights only: leave the global RNG alone
         prompt = args.prompt if args.prompt is not None else ("the" if words else "\n")
-        print(generate(model.to(device), vocab, words, prompt, args.length, args.temperature, device, args.seed))
+        text = generate(model.to(device), vocab, words, prompt, args.n, args.temperature, device, args.seed)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
     return exit_on_user_error(go)
 
 

@@ -5,7 +5,6 @@
         --source "Ein Mann fährt Fahrrad."
 """
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -14,6 +13,7 @@ from common.checkpoint import find_checkpoint, load_checkpoint, restore
 from common.data.text import decode as decode_chars, encode as encode_chars
 from common.device import pick_device
 from common.errors import UserError, exit_on_user_error
+from common.sample_cli import sample_parser
 
 from . import data, decode
 from .train import gpt_from, transformer_from
@@ -56,16 +56,12 @@ def translate_text(state: dict, run_dir: Path, source: str, device) -> str:
 
 def main(argv=None, prog="python -m milestones sample 06_transformer"):
     def go():
-        p = argparse.ArgumentParser(prog=prog, description="Continue a prompt with a charlm run, or translate "
-                                    "a German sentence with a translate run.")
-        p.add_argument("--run", required=True, help="run directory (or its checkpoint.pt)")
-        p.add_argument("--prompt", default=None, help="charlm: text to continue (default: a newline)")
-        p.add_argument("--source", default=None, help="translate: the sentence to translate")
-        p.add_argument("--n", type=int, default=500, help="charlm: characters to generate")
-        p.add_argument("--temperature", type=float, default=0.8, help="charlm: < 1 is safer, > 1 wilder; 0 greedy")
-        p.add_argument("--top-k", type=int, default=None, help="charlm: sample among the k likeliest only")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--device", default="cpu")
+        p = sample_parser(prog, "Continue a prompt with a charlm run (default prompt: a newline; --temperature 0: "
+                          "greedy), or translate a German sentence with a translate run.", n_default=500,
+                          temperature=0.8, n_help="charlm: characters to generate")
+        p.add_argument("--source", default=None, metavar="TEXT", help="translate: the sentence to translate")
+        p.add_argument("--top-k", type=int, default=None, metavar="K", help="charlm: sample among the k likeliest "
+                       "only")
         args = p.parse_args(argv)
         if args.n < 1:
             raise UserError(f"--n must be at least 1, got {args.n}")
@@ -81,16 +77,19 @@ def main(argv=None, prog="python -m milestones sample 06_transformer"):
             if args.source is not None:
                 raise UserError(f"{args.run} is a charlm run: give it --prompt, not --source")
             prompt = "\n" if args.prompt is None else args.prompt
-            print(continue_text(state, prompt, args.n, args.temperature, args.top_k, args.seed, device))
+            text = continue_text(state, prompt, args.n, args.temperature, args.top_k, args.seed, device)
         elif experiment == "translate":
             if args.source is None:
                 raise UserError(f"{args.run} is a translation run: give the sentence to translate with --source")
             if args.prompt is not None:
                 raise UserError(f"{args.run} is a translation run: give it --source, not --prompt")
-            print(translate_text(state, run_dir, args.source, device))
+            text = translate_text(state, run_dir, args.source, device)
         else:
             raise UserError(f"{args.run} is a {experiment} run, which has nothing to sample (use a charlm or "
                             f"translate run)")
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
     return exit_on_user_error(go)
 
 

@@ -7,7 +7,6 @@
     python -m milestones sample 07_vae_gan_diffusion --run <a vae run with --z-dim 2> --manifold --n 400  # Figure 4
 """
 
-import argparse
 import dataclasses
 import math
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from common.checkpoint import FILENAME, load_checkpoint, restore
 from common.device import pick_device
 from common.errors import UserError, exit_on_user_error
+from common.sample_cli import sample_parser
 
 from .diffusion import EMA
 from .model import build, diffusion_of, image_shape
@@ -83,11 +83,9 @@ def trajectory(cfg, unet, rows: int, device, ddim_steps: int = 0) -> torch.Tenso
 
 def main(argv=None, prog="python -m milestones sample 07_vae_gan_diffusion"):
     def go():
-        p = argparse.ArgumentParser(prog=prog, description="Draw images from a 07_vae_gan_diffusion run.")
-        p.add_argument("--run", required=True, help="run directory (or a checkpoint .pt in it)")
-        p.add_argument("--n", type=int, default=64, help="images in the grid (interpolation and trajectory: "
-                       "rows of them, n / 8 and min(n, 8))")
-        p.add_argument("--seed", type=int, default=0)
+        p = sample_parser(prog, "Draw images from a 07_vae_gan_diffusion run.", n_default=64,
+                          n_help="images in the grid (interpolation and trajectory: rows of them, n / 8 and "
+                                 "min(n, 8))")
         p.add_argument("--interpolate", action="store_true", help="VAE and GANs: rows of images between two "
                        "latent draws")
         p.add_argument("--trajectory", action="store_true", help="DDPM: frames of the denoising chain x_T ... x_0")
@@ -96,9 +94,10 @@ def main(argv=None, prog="python -m milestones sample 07_vae_gan_diffusion"):
                        "inverse CDF of evenly spaced points of the unit square")
         p.add_argument("--ddim-steps", type=int, default=0, help="DDPM: sample with DDIM (Song et al. 2020) in this "
                        "many steps instead of Algorithm 2's T; not part of Ho et al. 2020")
-        p.add_argument("--out", default=None, help="PNG to write (default: <run>/samples/<kind>-seed<S>.png)")
-        p.add_argument("--device", default="cpu")
         args = p.parse_args(argv)
+        if args.prompt is not None or args.temperature is not None:
+            raise UserError("--prompt and --temperature are for the text models (05_lstm, 06_transformer); "
+                            "07 draws images from noise")
         if args.n < 1:
             raise UserError(f"--n must be at least 1, got {args.n}")
         if args.interpolate + args.trajectory + args.manifold > 1:
