@@ -224,7 +224,7 @@ def build_parser(cls, prog: str, description: str, presets: dict, experiments: d
     for key, flags in only_for.items():
         hidden = [f for f in dataclasses.fields(cls) if f.name in flags and shown[key] not in flags[f.name]]
         others += hidden
-        groups[key] = p.add_argument_group(f"for --{key} {shown[key]}", f"Other {key}s' flags: `--{key} "
+        groups["--" + key] = p.add_argument_group(f"for --{key} {shown[key]}", f"Other {key}s' flags: `--{key} "
                                            f"{key[0].upper()} --help` lists them." if hidden else None)
     groups["core"].add_argument("-h", "--help", action="help", help="this help and exit")
     hints = typing.get_type_hints(cls)
@@ -240,7 +240,7 @@ def build_parser(cls, prog: str, description: str, presets: dict, experiments: d
         t = _field_type(f, hints)
         kw = dict(dest=f.name, default=argparse.SUPPRESS, metavar=_metavar(f, t),
                   help=argparse.SUPPRESS if f in others else help_.replace("%", "%%"))
-        g = groups[next((k for k in only_for if f.name in only_for[k]), _group(f))]
+        g = groups[next(("--" + k for k in only_for if f.name in only_for[k]), _group(f))]
         if f.name == "preset":
             g.add_argument(flag, choices=names, **kw)
         elif f.name == "compile":  # --compile alone means torch.compile's default mode; "false" keeps old commands

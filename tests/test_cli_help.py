@@ -205,3 +205,11 @@ def test_sample_refuses_text_flags_for_images(tmp_path, capsys):
         cli(["sample", "vae", "--prompt", "a", "--run", str(tmp_path)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "text models" in err and err.count("\n") == 1
+
+
+def test_07_groups_its_per_model_flags_under_the_model_shown(capsys, monkeypatch):
+    text = _help("07_vae_gan_diffusion", ["--model", "ddpm"], capsys, monkeypatch)
+    model_and_data, _, rest = text.partition("\nmodel and data:\n")[2].partition("\nfor --model ddpm:\n")
+    assert "--train-size" in model_and_data and "--timesteps" not in model_and_data  # every model's flags
+    assert "--timesteps" in rest and "--ch-mult" in rest and "--z-dim" not in text  # DDPM's only; the VAE's hidden
+    assert "--z-dim" in _help("07_vae_gan_diffusion", ["--model", "vae"], capsys, monkeypatch)
