@@ -14,6 +14,8 @@ from torch._dynamo.utils import counters
 
 from milestones import bench
 
+pytestmark = pytest.mark.device  # `check` runs these on the device it checks
+
 adding = importlib.import_module("milestones.05_lstm.adding")
 train05 = importlib.import_module("milestones.05_lstm.train")
 data06 = importlib.import_module("milestones.06_transformer.data")

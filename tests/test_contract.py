@@ -19,8 +19,6 @@ from common.session import Session
 from milestones import COURSE, is_built
 from tests.conftest import REPO, only_run_dir, read_metrics, read_summary
 
-pytestmark = pytest.mark.device  # `check` runs these on the device it checks
-
 BUILT = [m for m in COURSE if is_built(m)]
 
 # Each milestone's contract is checked on its resumable single-run experiment at --preset smoke, with a schedule
@@ -80,6 +78,7 @@ def test_every_built_milestone_has_a_contract_case():
     assert sorted(CASES) == sorted(BUILT), "add the new milestone's resumable experiment to CASES"
 
 
+@pytest.mark.device  # `check` runs it on the device it checks
 @pytest.mark.parametrize("mid", BUILT)
 def test_smoke_run_writes_the_run_record(mid, full_runs):
     run = full_runs(mid)
@@ -100,6 +99,7 @@ def test_smoke_run_writes_the_run_record(mid, full_runs):
     assert state["milestone"] == mid and state["step"] == card["steps"] and state["train_seconds"] > 0
 
 
+@pytest.mark.device  # `check` runs it on the device it checks
 @pytest.mark.parametrize("mid", BUILT)
 def test_resume_continues_exactly(mid, full_runs, tmp_path):
     full = weights(full_runs(mid))
@@ -156,6 +156,7 @@ ALWAYS_FP32 = {("01_dnn", "symmetry"), ("01_dnn", "xor")}  # the 1986 nets: 64 p
 ALL_EXPERIMENTS = [(m, e) for m in BUILT for e in train_module(m).EXPERIMENTS]
 
 
+@pytest.mark.device  # `check` runs it on the device it checks
 @pytest.mark.parametrize("mid, experiment", ALL_EXPERIMENTS, ids=[f"{m}-{e}" for m, e in ALL_EXPERIMENTS])
 def test_every_experiment_smoke_runs_and_scales_its_losses(mid, experiment, tmp_path, monkeypatch, data_root):
     """Each experiment finishes its smoke preset with a contract summary, and every update it makes goes through

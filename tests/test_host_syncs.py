@@ -10,8 +10,11 @@ import importlib
 import os
 import sys
 
+import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+pytestmark = pytest.mark.device  # `check` runs these on the device it checks
 
 aten = torch.ops.aten
 TORCH = os.path.dirname(torch.__file__)
