@@ -31,11 +31,10 @@ import math
 
 from common.device import count_params, seed_everything
 from common.errors import UserError
-from common.plot import save
+from common.plot import line_figure, save
 from common.session import Diverged, open_run
 
 from . import data
-from .figures import ablations_figure, ablations_title
 from .lr import lr_line, lr_record
 from .seq2seq import (check_seq2seq, comparison_data, fit, paper_optimizer, rate, rate_without_warmup, score,
                       transformer_from)
@@ -68,6 +67,23 @@ def valid_curves(metrics, arms) -> dict:
     rows = [r for r in rows if r["split"] == "valid" and r.get("model") in arms]
     return {arm: ([r["step"] for r in rows if r["model"] == arm], [r["loss"] for r in rows if r["model"] == arm])
             for arm in arms}
+
+
+def ablations_figure(curves: dict, bleu: dict, title: str):
+    """Validation NLL against steps, one line per Table 3 arm, each labelled with its dev BLEU (and the paper's,
+    where Table 3 has one)."""
+    def label(arm):
+        paper = ARMS.get(arm, (None, None, None))[2]
+        if arm not in bleu:
+            return arm
+        return f"{arm}: dev BLEU {bleu[arm]:.2f}" + (f" (paper {paper})" if paper else "")
+    return line_figure({label(arm): c for arm, c in curves.items()}, title, "training step",
+                       "validation NLL per target token (nats)")
+
+
+def ablations_title(cfg: dict) -> str:
+    return (f"Table 3 at a CPU budget, one change per arm: validation loss\n"
+            f"preset {cfg['preset']}, {cfg['steps']} steps of {cfg['batch_tokens']:,} tokens each, seed {cfg['seed']}")
 
 
 def build(arm: str, cfg, vocab_size: int, positions: int):

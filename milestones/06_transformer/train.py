@@ -23,7 +23,7 @@ from common.loop import evaluate_lm, optimizer_step
 from common.session import Session, open_run
 
 from . import data, decode
-from .figures import attention_title, cross_attention_grid
+from .cross_attention import attention_title, cross_attention_grid
 from .lr import lr_line, lr_record
 from .charlm import gpt_from, lr_lambda, make_adamw, tiled, windows
 from .vs_lstm import run_vs_lstm

@@ -35,7 +35,6 @@ from common.session import Session, open_run
 
 from .budget import Budget
 from .charlm import gpt_from, lr_factor, make_adamw, tiled, windows
-from .figures import vs_lstm_title
 from .lr import lr_line, lr_record
 
 # A documented reuse across milestones (docs/DESIGN.md): the recurrent arm is 05's LSTM language model, as is
@@ -122,6 +121,13 @@ def plot_curves(curves: dict, path, clock: str, title: str):
     series = {label: ([p["seconds"] for p in c[1:]], [p["val_loss"] for p in c[1:]]) for label, c in curves.items()}
     return line_plot(series, path, xlabel=f"training seconds ({clock}, evaluation excluded)",
                      ylabel="validation loss (nats/char)", title=title)
+
+
+def vs_lstm_title(cfg: dict, clock: str) -> str:
+    limit = f"{cfg['budget_seconds']:g} {clock} s each" if cfg["budget_seconds"] else \
+        f"{cfg['steps'] or 'all'} steps each"
+    return (f"Tiny Shakespeare, GPT vs LSTM at equal parameters: validation loss\n"
+            f"preset {cfg['preset']}, {limit}, batch {cfg['batch_size']} x {cfg['context']}, seed {cfg['seed']}")
 
 
 def check(cfg, rt) -> None:
