@@ -1,10 +1,13 @@
 """What 07's four training recipes (train_vae.py, train_gan.py, train_ddpm.py) and sample.py share: the images at
 the size a model trains on (the networks of each --model are model.py's), drawing samples and saving grids, the
-optimizer, a session per run or per arm, and the yardstick's scoring at the end of a run (evaluate.py).
+optimizer, a session per run or per arm, the yardstick's scoring at the end of a run (evaluate.py), and the
+figure a comparison run ends with: its arms' sample grids side by side (figures.py redraws the committed ones).
 """
 
 import contextlib
 import copy
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +15,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.utils import save_image
+from torchvision.utils import make_grid, save_image
 
 from common import data
+from common.checkpoint import load_checkpoint, restore
 from common.errors import UserError
 from common.logging import progress
+from common.plot import pyplot, save
 from common.session import Session
 
 from . import evaluate
-from .model import image_shape, native_shape
+from .diffusion import EMA
+from .model import build, diffusion_of, image_shape, native_shape
 
 MILESTONE = "07_vae_gan_diffusion"
 GANS = ("gan", "dcgan")
@@ -183,3 +189,77 @@ def score(cfg, rt, clf, sample_fn, sess) -> dict:
         keep["inception_fid"] = evaluate.inception_fid(real.to(rt.device), x[:s["n"]].to(rt.device))
     sess.log("score", fid_samples=s["n"], **{k: v for k, v in keep.items() if k != "classifier"})
     return dict(fid_samples=s["n"], **keep)
+
+
+# The figure's words: what each experiment compares, each model's paper, each arm's change.
+WHAT = {"gan_loss": "MLP GAN on MNIST: minimax vs non-saturating generator loss (Goodfellow et al. 2014)",
+        "dcgan_beta1": "DCGAN on MNIST: Adam beta1 0.9 vs 0.5 (Radford et al. 2015)"}
+MODELS = {"vae": "VAE (Kingma & Welling 2013)", "gan": "MLP GAN (Goodfellow et al. 2014)",
+          "dcgan": "DCGAN (Radford et al. 2015)", "ddpm": "DDPM (Ho et al. 2020)"}
+ARMS = {"minimax": "minimax G loss (eq. 1)", "nonsaturating": "non-saturating G loss (sec. 3)",
+        "beta1_0.9": "Adam beta1 = 0.9", "beta1_0.5": "Adam beta1 = 0.5 (the paper's)"}
+
+
+def grids_figure(panels: dict, title: str, nrow: int = 8):
+    """panels: {label: (n, C, H, W) images in [0, 1]} -> one grid per panel side by side, each titled."""
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4.4 * len(panels), 5.4), dpi=120, squeeze=False,
+                                  layout="constrained")  # room for the titles, whatever their lines
+    for ax, (label, images) in zip(axes[0], panels.items()):
+        grid = make_grid(images.float(), nrow=nrow, padding=2, pad_value=1.0)  # (3, H', W'), white gaps
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def scores(card: dict) -> str:
+    """A panel's second line: the yardstick's scores of the arm's samples (evaluate.py), where it has them."""
+    if card.get("fcd") is None:
+        return "not scored"
+    return (f"classifier FID {card['fcd']:.1f}, class entropy {card['class_entropy']:.2f},\n"
+            f"{card['confident_fraction']:.0%} classified confidently")
+
+
+def samples(checkpoint: Path, Config, n: int, seed: int) -> torch.Tensor:
+    """n images from a run's checkpoint, from the noise of `seed`, on the CPU: (n, C, H, W) in [0, 1]. As sample.py
+    draws them: from the final weights (DDPM: the averaged ones)."""
+    state = load_checkpoint(str(checkpoint))
+    if state.get("milestone") != MILESTONE:
+        raise UserError(f"{checkpoint} is a run of {state.get('milestone') or 'another program'}, not {MILESTONE}")
+    names = {f.name for f in dataclasses.fields(Config)}
+    cfg = Config(**{k: v for k, v in state.get("config", {}).items() if k in names})
+    nets = build(cfg)
+    restore({"model": state["model"]}, nets)  # weights only: leave the global RNG alone
+    if cfg.model == "ddpm":
+        ema = EMA(nets["unet"], cfg.ema_decay)
+        ema.load_state_dict(state["ema"])
+        ema.copy_to(nets["unet"])  # the paper samples from the weight average
+    with seeded(seed, "cpu"):
+        return draw(cfg, nets.eval(), n, "cpu", diffusion_of(cfg), nets["unet"] if cfg.model == "ddpm" else None)
+
+
+def side_by_side(run, png, Config, n: int = 64, seed: int = 0) -> Path:
+    """One panel per arm of a comparison run (or one for a single run), labelled with its scores; each arm's
+    checkpoint is read into a `Config` (train.py's)."""
+    run = Path(run)
+    card = json.loads((run / "summary.json").read_text())
+    cfg = json.loads((run / "config.json").read_text())["config"]
+    arms = card.get("arms") or {None: card}
+    panels = {}
+    for arm, arm_card in arms.items():
+        ckpt = run / (f"checkpoint-{arm}.pt" if arm else "checkpoint.pt")
+        if not ckpt.is_file():
+            raise UserError(f"{ckpt} is missing: the samples are drawn from the run's checkpoints")
+        label = f"{ARMS.get(arm, arm)}\n{scores(arm_card)}" if arm else scores(arm_card)
+        panels[label] = samples(ckpt, Config, n, seed)
+    images = {"mnist": "MNIST"}.get(card["dataset"], card["dataset"])
+    what = WHAT.get(cfg["experiment"], f"{MODELS.get(cfg['model'], cfg['model'])}, {card['model']}, on {images}: "
+                    + ("pixel means E[x|z], z ~ N(0, I)" if cfg["model"] == "vae" else "samples"))
+    steps = next(iter(arms.values()))["steps"]
+    epochs = next(iter(arms.values())).get("epochs")
+    budget = f"{steps:,} steps" + (f" ({epochs:g} epochs)" if epochs else "")
+    title = (f"{what}\npreset {card['preset']}, {budget}{' each' if len(arms) > 1 else ''}, seed {card['seed']}, "
+             f"trained in {card['precision']}; {n} samples from the final weights, noise seed {seed}")
+    return save(grids_figure(panels, title), png)

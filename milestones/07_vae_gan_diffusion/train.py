@@ -26,7 +26,7 @@ from common.errors import UserError
 from common.session import open_run
 
 from .model import MODELS
-from .recipe import GANS, MILESTONE, image_files, load_classifier
+from .recipe import GANS, MILESTONE, image_files, load_classifier, side_by_side
 from .train_ddpm import train_ddpm
 from .train_gan import train_gan
 from .train_vae import train_vae
@@ -294,8 +294,7 @@ def compare(cfg: Config, rt, argv, name: str, arms: dict) -> dict:
         examples_per_second=round(sum(c["examples_per_second"] for c in cards.values()) / len(cards), 1),
         steps=sum(c["steps"] for c in cards.values()), fcd_real=first.get("fcd_real"), arms=cards, **flat)
     if rt.is_main:
-        from .figures import redraw_samples  # here: figures reads runs through sample.py, which imports this module
-        plot = redraw_samples(run.dir, run.dir / f"{cfg.experiment}.png")
+        plot = side_by_side(run.dir, run.dir / f"{cfg.experiment}.png", Config)
         print(f"sample grids: {run.dir / 'samples'}/<arm>; the arms side by side: {plot}; run record: {run.dir}")
     return summary
 
