@@ -93,9 +93,13 @@ def test_vae_with_a_2d_latent_draws_the_manifold(tmp_path, data_root):
     assert np.abs(cells[0, 0] - cells[-1, -1]).mean() > 0  # opposite corners of the latent square decode apart
 
 
-def test_gan_loss_trains_two_arms_into_one_run(runs, tmp_path, data_root):
+def test_gan_loss_trains_two_arms_into_one_run(runs, tmp_path, data_root, capsys):
+    capsys.readouterr()
     run = smoke(tmp_path, "--experiment", "gan_loss")
     card = read_summary(run)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("gan-minimax-vs-nonsaturating [")]
+    assert len(lines) == 2 and all(": not scored; " in ln and "; ;" not in ln for ln in lines), lines  # issue 25
+    assert (run / "gan_loss.png").read_bytes()[:4] == b"\x89PNG"  # the arms side by side (recipe.side_by_side)
     assert set(card["arms"]) == {"minimax", "nonsaturating"}
     assert card["steps"] == 2 * train.RECIPES["gan"]["smoke"]["steps"]
     arms = {arm: load_checkpoint(run / f"checkpoint-{arm}.pt") for arm in card["arms"]}

@@ -252,7 +252,8 @@ def report(name: str, card: dict, rt) -> None:
                                                      "class_entropy") if isinstance(card.get(k), float))
     value = f"{card['metric']} {card['value']:.4g}" if isinstance(card.get("value"), float) else "not scored"
     paper = f" (paper: {card['paper_value']})" if card.get("paper_value") else ""
-    print(f"{name}: {value}{paper}; {shown}; {card.get('train_seconds', 0):.0f} s")
+    parts = [value + paper, shown, f"{card.get('train_seconds', 0):.0f} s"]
+    print(f"{name}: " + "; ".join(p for p in parts if p))  # an unscored run has no scores to show
 
 
 def run_train(cfg: Config, rt, argv) -> dict:
