@@ -14,7 +14,8 @@ from . import COURSE, ROOT, meta
 from .notes import HEADING, ONE_LINE, notes_path, one_line, run_it, section  # noqa: F401 (the course's text)
 
 def timeline(root: Path = ROOT) -> str:
-    """One line per chapter, in course order: year, id, what it changed; then where to start."""
+    """The opening page: why the chapters come in this order, then one line per chapter (the span of its papers,
+    its id, what it changed), then where to start."""
     rows = []
     for mid in COURSE:
         info = meta(mid)
@@ -22,11 +23,16 @@ def timeline(root: Path = ROOT) -> str:
             what = one_line(mid, root)
         except UserError:
             what = f"{info.get('title', '')} (no course section yet)"
-        rows.append(f"{info['year']}  {mid:<21} {what}")
+        rows += [f"{info.get('years', info['year']):<9}  {mid}", f"{'':11}{what}"]
     first = COURSE[0].split("_", 1)[0]
-    return "\n".join(["The course, chapter by chapter in its order (year, id, what it changed):", "", *rows, "",
-                      f"Start with `python -m milestones course {first}`: what the paper changed, one command "
-                      "to run,", "what you should see, and what to try next."])
+    return "\n".join([
+        "The course follows the story, not the calendar: each chapter needs the one before it. The",
+        "LSTM (1997) comes after ResNet (2015) because its language models lead straight into the",
+        "Transformer; the generative models (2013-2020) come last because the diffusion model's U-Net",
+        "is built from ResNet's blocks and the Transformer's attention.", "",
+        "years      chapter, and what it changed", *rows, "",
+        f"Start with `python -m milestones course {first}`: what the paper changed, one command to run,",
+        "what you should see, and what to try next."])
 
 
 RESULTS = ROOT.parent / "results"
@@ -53,6 +59,25 @@ def recorded(mid: str, results: Path = RESULTS) -> str | None:
         return None
 
 
+def on_a_gpu(mid: str, results: Path = RESULTS) -> list[str]:
+    """The chapter's GPU commands, each with the paper's result and its estimated H100 time (from the estimates'
+    record, results/estimates/h100.json; milestones/estimate.py says how they are made)."""
+    from .estimate import CASES, command, duration
+
+    path = results / "estimates" / "h100.json"
+    if not path.is_file():
+        return []
+    import json
+
+    expect = {command(c): c.expect for c in CASES}
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["milestone"] == mid]
+    bound = {"launches": "kernel launches", "compute": "compute"}
+    lines = [f"  python -m milestones {r['command']}\n      the paper: {expect.get(r['command'], '-')}\n      one H100: "
+             f"about {duration(r['hours'])} ({r['steps']:,} steps, bound by {bound[r['bound']]})" for r in rows]
+    return ["", "On a GPU (times estimated from FLOPs and kernels a step, not measured; evaluation excluded;",
+            "`python -m milestones check` tries the course on yours first):", "", *lines] if lines else []
+
+
 def chapter(mid: str, root: Path = ROOT, results: Path = RESULTS) -> str:
     """The page `course <id>` prints: a title line, the chapter's section, what the records say its Run-it command
     gives, and the way on."""
@@ -67,5 +92,5 @@ def chapter(mid: str, root: Path = ROOT, results: Path = RESULTS) -> str:
     table = recorded(mid, results)
     said = ["", "What the Run-it command gave when we ran it (read from its records in results/):", "", table] \
         if table else []
-    return "\n".join([f"{mid} ({info['year']}): {info.get('title', '')}", "", body, *said, "",
+    return "\n".join([f"{mid} ({info['year']}): {info.get('title', '')}", "", body, *said, *on_a_gpu(mid, results), "",
                       f"Full notes: milestones/{mid}/NOTES.md", nxt])

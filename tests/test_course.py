@@ -130,11 +130,11 @@ def test_course_accepts_the_ids_train_accepts(alias, capsys):
 def test_course_without_id_is_the_timeline(capsys):
     cli(["course"])
     lines = capsys.readouterr().out.splitlines()
-    rows = [line for line in lines if re.match(r"\d{4}  \d\d_", line)]
+    rows = [line for line in lines if re.match(r"\d{4}(-\d{4})? +\d\d_", line)]
     assert [r.split()[1] for r in rows] == COURSE
     for r, mid in zip(rows, COURSE):
-        assert r.startswith(str(meta(mid)["year"]))
-        assert course.one_line(mid) in r
+        assert r.startswith(meta(mid)["years"]) and meta(mid)["years"].startswith(str(meta(mid)["year"]))
+        assert course.one_line(mid) in lines[lines.index(r) + 1]  # what it changed, under it
     assert any("python -m milestones course 01" in line for line in lines)
     assert max(map(len, lines)) <= MAX_COLS
 
@@ -189,3 +189,18 @@ def test_a_chapter_page_prints_what_the_records_say_its_run_it_gives(tmp_path):
     page = course.chapter("01_dnn", results=tmp_path)
     assert "1,234" in page and "AVX2 CPU" in page and "results/" in page
     assert "1,234" not in course.chapter("01_dnn", results=tmp_path / "none")
+
+
+def test_the_opening_page_says_why_the_order_and_gives_each_chapters_span():
+    from milestones.course import timeline
+    page = timeline()
+    assert "not the calendar" in page and "2013-2020" in page and "1997-2014" in page
+    assert all(mid in page for mid in COURSE) and "**" not in page
+
+
+def test_a_chapter_page_gives_its_gpu_commands_with_the_papers_result_and_an_estimated_h100_time():
+    from milestones.course import chapter
+    page = chapter("04_resnet")
+    gpu = page[page.index("On a GPU"):]
+    assert "python -m milestones train 04_resnet\n" in gpu and "8.75%" in gpu and "one H100: about" in gpu
+    assert "estimated" in gpu and "not measured" in gpu

@@ -3,6 +3,7 @@
 META = dict(
     short='Rumelhart et al. 1986',
     year=1986,
+    years="1986",  # the span of the papers the chapter follows
     title="Backpropagation in multi-layer networks",
     paper="Rumelhart, Hinton & Williams 1986, Nature 323:533",
     dataset="mirror symmetry (generated); MNIST",

@@ -4,6 +4,7 @@
 META = dict(
     short='Hochreiter & Schmidhuber 1997',
     year=1997,
+    years="1997-2014",  # the span of the papers the chapter follows
     title="Long short-term memory",
     paper="Hochreiter & Schmidhuber 1997; Gers et al. 2000; Zaremba et al. 2014",
     dataset="adding problem (generated); PTB; Tiny Shakespeare",
