@@ -148,6 +148,11 @@ def preset_values(cls, presets: dict, given: dict) -> dict:
     values = dict(presets.get(name, {}))
     if "experiment" in {f.name for f in dataclasses.fields(cls)}:
         exp = given.get("experiment", values.get("experiment", getattr(cls, "experiment", None)))
+        if name not in PRESET_NAMES and name not in presets and f"{exp}/{name}" not in presets:
+            # a milestone's own preset (modern, fast, ...) given to an experiment that has none of that name would
+            # silently run the defaults
+            owners = sorted(k.split("/")[0] for k in presets if k.endswith(f"/{name}"))
+            raise UserError(f"--preset {name} is for --experiment {' or '.join(owners)}, not {exp}")
         values.update(presets.get(f"{exp}/{name}", {}))
     values.update(given)
     values["preset"] = name

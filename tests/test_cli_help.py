@@ -213,3 +213,14 @@ def test_07_groups_its_per_model_flags_under_the_model_shown(capsys, monkeypatch
     assert "--train-size" in model_and_data and "--timesteps" not in model_and_data  # every model's flags
     assert "--timesteps" in rest and "--ch-mult" in rest and "--z-dim" not in text  # DDPM's only; the VAE's hidden
     assert "--z-dim" in _help("07_vae_gan_diffusion", ["--model", "vae"], capsys, monkeypatch)
+
+
+def test_a_milestones_own_preset_given_to_an_experiment_without_it_is_refused(capsys):
+    """01's `modern` is a preset of its MNIST experiments: with the symmetry experiment it would silently have run
+    the defaults."""
+    train = importlib.import_module("milestones.01_dnn.train")
+    with pytest.raises(SystemExit) as e:
+        train.main(["--preset", "modern", "--steps", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1
+    assert "--preset modern is for --experiment mnist" in err[0] and "not symmetry" in err[0]
