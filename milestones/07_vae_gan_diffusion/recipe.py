@@ -228,6 +228,14 @@ def samples(checkpoint: Path, Config, n: int, seed: int) -> torch.Tensor:
     state = load_checkpoint(str(checkpoint))
     if state.get("milestone") != MILESTONE:
         raise UserError(f"{checkpoint} is a run of {state.get('milestone') or 'another program'}, not {MILESTONE}")
+    cfg, nets = trained_nets(state, Config)
+    with seeded(seed, "cpu"):
+        return draw(cfg, nets, n, "cpu", diffusion_of(cfg), nets["unet"] if cfg.model == "ddpm" else None)
+
+
+def trained_nets(state: dict, Config):
+    """(config, networks in eval mode with their trained weights) of a loaded 07 checkpoint, its config read into
+    `Config` (train.py's); DDPM's weights are the averaged ones, which the paper samples from."""
     names = {f.name for f in dataclasses.fields(Config)}
     cfg = Config(**{k: v for k, v in state.get("config", {}).items() if k in names})
     nets = build(cfg)
@@ -235,9 +243,8 @@ def samples(checkpoint: Path, Config, n: int, seed: int) -> torch.Tensor:
     if cfg.model == "ddpm":
         ema = EMA(nets["unet"], cfg.ema_decay)
         ema.load_state_dict(state["ema"])
-        ema.copy_to(nets["unet"])  # the paper samples from the weight average
-    with seeded(seed, "cpu"):
-        return draw(cfg, nets.eval(), n, "cpu", diffusion_of(cfg), nets["unet"] if cfg.model == "ddpm" else None)
+        ema.copy_to(nets["unet"])
+    return cfg, nets.eval()
 
 
 def side_by_side(run, png, Config, n: int = 64, seed: int = 0) -> Path:

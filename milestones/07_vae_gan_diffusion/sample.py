@@ -7,20 +7,18 @@
     python -m milestones sample 07_vae_gan_diffusion --run <a vae run with --z-dim 2> --manifold --n 400  # Figure 4
 """
 
-import dataclasses
 import math
 from pathlib import Path
 
 import torch
 
-from common.checkpoint import FILENAME, load_checkpoint, restore
+from common.checkpoint import FILENAME, load_checkpoint
 from common.device import pick_device
 from common.errors import UserError, exit_on_user_error
 from common.sample_cli import sample_parser
 
-from .diffusion import EMA
-from .model import build, diffusion_of, image_shape
-from .recipe import MILESTONE, draw, judging, save_grid, seeded, to_unit
+from .model import diffusion_of, image_shape
+from .recipe import MILESTONE, draw, judging, save_grid, seeded, to_unit, trained_nets
 from .train import Config
 from .vae import manifold_grid
 
@@ -38,16 +36,8 @@ def load_run(path: str):
     if owner != MILESTONE:
         raise UserError(f"{path} is a run of {owner or 'another program'}, not {MILESTONE}: there is no generator to "
                         f"sample from")
-    names = {f.name for f in dataclasses.fields(Config)}
-    cfg = Config(**{k: v for k, v in state.get("config", {}).items() if k in names})
-    nets = build(cfg)
-    restore({"model": state["model"]}, nets)  # weights only: leave the global RNG alone
-    if cfg.model == "ddpm":
-        ema = EMA(nets["unet"], cfg.ema_decay)
-        ema.load_state_dict(state["ema"])
-        ema.copy_to(nets["unet"])  # the paper samples from the weight average
-    ckpt = p if p.is_file() else p / FILENAME
-    return cfg, nets.eval(), ckpt
+    cfg, nets = trained_nets(state, Config)
+    return cfg, nets, p if p.is_file() else p / FILENAME
 
 
 @torch.no_grad()
