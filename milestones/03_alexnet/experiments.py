@@ -81,6 +81,7 @@ def race(cfg, rt, run, lrs: list[float], train, train_eval, prepare, build=None,
                    desc=f"figure 1, {len(arms)} nets")
     sess.attach(nets, opt, None, scaler, resume=False)
     alive = list(range(len(arms)))  # the arms still training
+    alive_idx = torch.tensor(alive, device=rt.device)  # the same on the device, remade only when alive changes
     curves = [[] for _ in arms]  # training error after each epoch
     wrong, seen = torch.zeros(len(arms), device=rt.device), 0  # this epoch's training mistakes (running mean)
     t0 = time.monotonic()
@@ -93,7 +94,7 @@ def race(cfg, rt, run, lrs: list[float], train, train_eval, prepare, build=None,
                     logits = [nets[i](x).float() for i in alive]  # (B, 10) each
                 losses = torch.stack([F.cross_entropy(z, y) for z in logits])  # (arms,)
                 optimizer_step(losses.sum(), opt, scaler)  # the nets share no weights: each gets its own gradient
-                wrong[alive] += torch.stack([(z.argmax(-1) != y).sum() for z in logits]).float()
+                wrong[alive_idx] += torch.stack([(z.argmax(-1) != y).sum() for z in logits]).float()
                 seen += len(y)
                 sess.step(len(y))
                 if sess.due("log"):
@@ -102,6 +103,7 @@ def race(cfg, rt, run, lrs: list[float], train, train_eval, prepare, build=None,
                         if not math.isfinite(loss):  # this rate blew up: the others go on without it
                             alive.remove(i)
                             print(f"{arms[i][0]} at lr {arms[i][1]:g} diverged at step {sess.step_count}")
+                    alive_idx = torch.tensor(alive, device=rt.device)
                     finite = [v for v in values if math.isfinite(v)]
                     if finite:
                         sess.log("train", loss=sum(finite) / len(finite))
@@ -116,6 +118,7 @@ def race(cfg, rt, run, lrs: list[float], train, train_eval, prepare, build=None,
             for act in ACTS:  # an activation is done the epoch one of its rates gets there
                 if any(arms[i][0] == act and curves[i][-1] <= cfg.target_error for i in alive):
                     alive = [i for i in alive if arms[i][0] != act]
+                    alive_idx = torch.tensor(alive, device=rt.device)
             if cfg.max_minutes and time.monotonic() - t0 > 60 * cfg.max_minutes:
                 break  # time-boxed: the epoch just measured is the last
     sess.finish()
