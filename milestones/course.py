@@ -92,5 +92,6 @@ def chapter(mid: str, root: Path = ROOT, results: Path = RESULTS) -> str:
     table = recorded(mid, results)
     said = ["", "What the Run-it command gave when we ran it (read from its records in results/):", "", table] \
         if table else []
-    return "\n".join([f"{mid} ({info['year']}): {info.get('title', '')}", "", body, *said, *on_a_gpu(mid, results), "",
+    title = f"{mid} ({info.get('years', info['year'])}): {info.get('title', '')}"
+    return "\n".join([title, "", body, *said, *on_a_gpu(mid, results), "",
                       f"Full notes: milestones/{mid}/NOTES.md", nxt])

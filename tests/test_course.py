@@ -114,7 +114,7 @@ def test_course_05_prints_its_section(capsys):
     cli(["course", "05"])
     out = capsys.readouterr().out
     body = course.plain(course.section("05_lstm")[len(course.ONE_LINE):].strip())
-    assert out.startswith("05_lstm (1997)")
+    assert out.startswith("05_lstm (1997-2014)")
     assert body[1:] in out  # (the first letter is capitalised on the page)
     assert "python -m milestones train 05_lstm --experiment adding --preset quick" in out
     assert "python -m milestones course 06" in out
