@@ -9,15 +9,13 @@ The experiments draw their own figure at the end of a run; this module only read
 import json
 from pathlib import Path
 
-import torch
-
-from common.checkpoint import load_checkpoint, restore
+from common.checkpoint import load_checkpoint
 from common.plot import redraw_main, save
 
 from . import data, decode
 from .ablations import ablations_figure, ablations_title, parse_arms, valid_curves
 from .cross_attention import attention_figure, attention_title, cross_attention_grid  # noqa: F401 (the drawing)
-from .seq2seq import transformer_from
+from .sample import trained_transformer
 from .vs_lstm import plot_curves, vs_lstm_title
 
 
@@ -27,11 +25,7 @@ def redraw_cross_attention(run, png) -> Path:
     run = Path(run)
     state = load_checkpoint(str(run))
     cfg = state["config"]
-    tok = data.load_tokenizer(run / "tokenizer.json")
-    model = transformer_from({**cfg, "dropout": 0.0}, state["vocab_size"], state["max_len"])
-    averaged = run / "averaged.pt"
-    weights = torch.load(averaged, map_location="cpu", weights_only=True) if averaged.is_file() else state
-    restore({"model": weights["model"]}, model)
+    tok, model = trained_transformer(state, run)
     source = data.read_multi30k(cfg.get("data_dir"), download=False)["test"][0][0]
     src = data.encode(tok, [source])[0] + [data.EOS]
     (hyp,) = decode.translate(model, [src], data.BOS, data.EOS, data.PAD, cfg["beam"], cfg["alpha"])

@@ -36,15 +36,21 @@ def continue_text(state: dict, prompt: str, n: int, temperature: float, top_k, s
     return prompt + decode_chars(out[0, len(ids):].tolist(), vocab, False)
 
 
+def trained_transformer(state: dict, run_dir: Path):
+    """(tokenizer, model) of a translate run: its averaged weights where it kept them, else the final ones."""
+    tok = data.load_tokenizer(run_dir / "tokenizer.json")
+    model = transformer_from({**state["config"], "dropout": 0.0}, state["vocab_size"], state["max_len"])
+    averaged = run_dir / "averaged.pt"
+    weights = torch.load(averaged, map_location="cpu", weights_only=True) if averaged.is_file() else state
+    restore({"model": weights["model"]}, model)
+    return tok, model
+
+
 @torch.no_grad()
 def translate_text(state: dict, run_dir: Path, source: str, device) -> str:
     """Beam search (the run's beam size and alpha) with the run's tokenizer and its averaged weights if any."""
     cfg = state["config"]
-    tok = data.load_tokenizer(run_dir / "tokenizer.json")
-    model = transformer_from({**cfg, "dropout": 0.0}, state["vocab_size"], state["max_len"])
-    averaged = run_dir / "averaged.pt"
-    weights = torch.load(averaged, map_location="cpu", weights_only=True) if averaged.is_file() else state
-    restore({"model": weights["model"]}, model)
+    tok, model = trained_transformer(state, run_dir)
     ids = data.encode(tok, [source])[0] + [data.EOS]
     longest = state["max_len"] - decode.EXTRA_LENGTH - 1
     if len(ids) > longest:
