@@ -249,6 +249,8 @@ def run_check(device: str = "auto", steps: int = 0, compile_mode: str = "", test
     report.json)."""
     dev = pick_device(device)
     gpu = dev.type == "cuda"
+    if threads:  # before the peak probe too: a probe on more threads than the runs get misstates their share
+        torch.set_num_threads(threads)
     steps = steps or (300 if gpu else 24)
     if steps < 8:
         raise UserError(f"--steps must be at least 8 (warm-up, a counted step, a loss that can fall), got {steps}")
