@@ -81,7 +81,7 @@ def compare_views(args) -> str:
             raise UserError("--x and --filter go with --plot, not --history")
         from .history import draw_history
         return str(draw_history(args.runs, args.out))
-    from .compare import plot_curves
+    from .curves import plot_curves
     return str(plot_curves(args.runs, args.plot, args.x or "step", args.filter or (), args.out))
 
 

@@ -114,12 +114,12 @@ def _load(card: dict):
     return max(loads) if loads else None
 
 
-def _number(v) -> bool:
+def is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _duration(s) -> str:
-    if not _number(s):
+    if not is_number(s):
         return "-"
     return f"{s:.0f} s" if s < 100 else f"{s / 60:.1f} min" if s < 6000 else f"{s / 3600:.1f} h"
 
@@ -127,7 +127,7 @@ def _duration(s) -> str:
 def _value(v, percent: bool) -> str:
     if v is None:
         return "-"
-    if percent and _number(v):
+    if percent and is_number(v):
         return f"{100 * v:.2f}%"
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
@@ -166,9 +166,9 @@ def cell(card: dict, key: str) -> str:
     v = card.get(key)
     if v is None:
         return "-"
-    if key == "params" and _number(v):
+    if key == "params" and is_number(v):
         return f"{v / 1e6:.2f}M" if v >= 1e5 else f"{int(v):,}"
-    if key == "examples_per_second" and _number(v):
+    if key == "examples_per_second" and is_number(v):
         return f"{v:,.0f}"
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -177,7 +177,7 @@ def cell(card: dict, key: str) -> str:
 
 def _median(cards: list[dict], key: str):
     """The (upper) median of a numeric field over cards that record it; None if none does."""
-    values = sorted(c[key] for c in cards if _number(c.get(key)))
+    values = sorted(c[key] for c in cards if is_number(c.get(key)))
     return values[len(values) // 2] if values else None
 
 
@@ -192,7 +192,7 @@ def merge_seeds(cards: list[dict]) -> list[dict]:
     out = []
     for group in groups.values():
         vals = [c.get("value") for c in group]
-        if len(group) == 1 or not all(_number(v) for v in vals) or len({c.get("seed") for c in group}) < len(group):
+        if len(group) == 1 or not all(is_number(v) for v in vals) or len({c.get("seed") for c in group}) < len(group):
             out += group
             continue
         command = re.sub(r" --seed \S+", "", group[0].get("command") or "") or None
@@ -357,113 +357,3 @@ def matches(filters, *names: str) -> bool:
     """--filter (table and --plot alike): a run is kept when one of its names (milestone/model, run directory)
     contains one of the substrings; no filters keep every run."""
     return not filters or any(f in name for f in filters for name in names)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# compare --plot METRIC: learning curves of several runs from their metrics.jsonl, in one PNG
-# ---------------------------------------------------------------------------------------------------------
-
-TAGS = ("model", "arm", "T")  # row fields that tell apart the nets of a multi-net run (Session's tag=)
-
-
-def run_label(run_dir: Path) -> str:
-    """milestone/model from the run's config.json (written when it starts), else from its path."""
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-        return f"{config['milestone']}/{config['model']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        model = run_dir.name.split("-", 2)[-1] if run_dir.name.count("-") >= 2 else run_dir.name
-        return f"{run_dir.parent.name}/{model}"
-
-
-def read_rows(path: Path) -> list[dict]:
-    """metrics.jsonl's rows; a line that does not parse (a run killed mid-write) is skipped with a warning."""
-    rows, bad = [], 0
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            bad += 1
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    if bad:
-        print(f"warning: {path}: skipped {bad} unreadable line(s)", file=sys.stderr)
-    return rows
-
-
-def find_runs(runs: str) -> list[tuple[str, Path]]:
-    """(label, run directory) of every run under `runs` with a metrics.jsonl. Labels are milestone/model, made
-    unique with the run directory's date and time."""
-    root = Path(runs)
-    if not root.is_dir():
-        raise UserError(f"no runs directory at {root} (train something first, or pass --runs DIR)")
-    found = [(run_label(p.parent), p.parent) for p in sorted(root.rglob("metrics.jsonl"))]
-    if not found:
-        raise UserError(f"no metrics.jsonl under {root}: train something first")
-    counts = {}
-    for label, _ in found:
-        counts[label] = counts.get(label, 0) + 1
-    stamp = lambda d: "-".join(d.name.split("-")[:2])  # <date>-<time> of the run directory's name
-    return [(label if counts[label] == 1 else f"{label} ({stamp(d)})", d) for label, d in found]
-
-
-def parse_metric(metric: str) -> tuple[str | None, str]:
-    """'valid:loss' -> ('valid', 'loss'); 'loss' -> (None, 'loss'): every split that logs it."""
-    split, _, name = metric.rpartition(":")
-    if not name:
-        raise UserError(f"--plot needs a metric name such as loss or valid:loss, got {metric!r}")
-    return split or None, name
-
-
-def curves(runs: str, metric: str, x: str = "step", filters=()) -> dict:
-    """{label: (xs, ys)}: one line per run, tag value (multi-net runs) and split, in order of x. x is step, epoch
-    or time (wall seconds; a resumed run's clock, which restarts at 0, is continued). With `filters`, only the
-    runs whose label or directory contains one of them, or the nets of a run whose tag value does."""
-    if x not in ("step", "epoch", "time"):
-        raise UserError(f"--x must be step, epoch or time, got {x!r}")
-    want_split, name = parse_metric(metric)
-    root = Path(runs)
-    lines, seen, matched, found = {}, set(), 0, find_runs(runs)
-    for label, run_dir in found:
-        whole = matches(filters, label, str(run_dir.relative_to(root)))
-        per_line, offset, last_t = {}, 0.0, 0.0
-        for row in read_rows(run_dir / "metrics.jsonl"):
-            tags = tuple(f"{t}={row[t]}" for t in TAGS[1:] if t in row)  # model is shown as [name]
-            if not whole and not any(f in str(row.get(t)) for f in filters for t in TAGS if t in row):
-                continue
-            matched += 1
-            split = row.get("split")
-            seen.update(f"{split}:{k}" for k, v in row.items() if _number(v) and k not in ("step", "epoch", "time"))
-            y, at = row.get(name), row.get(x)
-            if x == "time" and _number(at):
-                if at < last_t:  # a resumed run: its clock started again
-                    offset += last_t
-                last_t = at
-                at = at + offset
-            if (want_split and split != want_split) or not _number(y) or not _number(at):
-                continue
-            per_line.setdefault((row.get("model"), tags, split), {})[at] = y  # a step logged twice: the last
-        splits = {k[2] for k in per_line}
-        for (model, tags, split), points in per_line.items():
-            parts = [label + (f" [{model}]" if model and not label.endswith("/" + str(model)) else "")]
-            parts += list(tags) + ([split] if len(splits) > 1 and not want_split else [])
-            xs = sorted(points)
-            lines[" ".join(parts)] = (xs, [points[v] for v in xs])
-    if filters and not matched:
-        raise UserError(f"no run under {root} matches --filter {' '.join(filters)} ({len(found)} runs there)")
-    if not lines:
-        known = ", ".join(sorted(seen)[:15]) + (", ..." if len(seen) > 15 else "")
-        raise UserError(f"no chosen run logs {metric!r} against {x}; they log: {known or 'nothing'}")
-    return lines
-
-
-def plot_curves(runs: str = "runs", metric: str = "loss", x: str = "step", filters=(), out=None) -> Path:
-    """compare --plot: the curves in one PNG (default RUNS/compare-<metric>.png); returns its path."""
-    from common.plot import overlay_plot
-
-    lines = curves(runs, metric, x, filters)
-    out = Path(out) if out else Path(runs) / f"compare-{metric.replace(':', '-')}.png"
-    xlabel = {"step": "step", "epoch": "epoch", "time": "wall-clock seconds"}[x]
-    return overlay_plot(lines, out, title=f"{metric} by {x}", xlabel=xlabel, ylabel=metric)
-

@@ -12,7 +12,7 @@ import torch
 from common.errors import UserError
 from milestones import bench, history
 from milestones.__main__ import main
-from milestones.compare import curves
+from milestones.curves import curves
 
 from .conftest import run_cli
 
