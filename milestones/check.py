@@ -220,6 +220,7 @@ def judge(line: Line, stage: Stage, watch: Watch, run: Path | None, seconds: flo
     mfu = None
     if watch.flops and watch.per_step and rate:
         mfu = watch.flops * rate / watch.per_step / peak(card.get("precision", "fp32"))
+    line.stage = f"{stage.milestone[:2]} {card.get('model', stage.name)}"  # what trained (smoke: a smaller net)
     v = line.values
     v.update(run=str(run), preset=card.get("preset"), precision=card.get("precision"), steps=card.get("steps"),
              per_step=watch.per_step, unit=unit, loss_first=losses[0] if losses else None,
@@ -300,8 +301,8 @@ def report(lines: list, meta: dict, fmt: str = "table") -> str:
     env = lines[0].values
     head = [f"check on {env['device']}",
             f"torch {env['torch']}, CUDA {env['cuda'] or '-'}, cuDNN {env['cudnn'] or '-'}, bf16 "
-            f"{'native' if env['bf16_native'] else 'not native'}; peak {env['peak_bf16_tflops']:g} TFLOP/s bf16, "
-            f"{env['peak_fp32_tflops']:g} fp32 ({env['peak_source']})",
+            f"{'native' if env['bf16_native'] else 'not native'}",
+            f"peak {env['peak_bf16_tflops']:g} TFLOP/s bf16, {env['peak_fp32_tflops']:g} fp32 ({env['peak_source']})",
             f"{meta['steps']} steps a model, {meta['preset']} presets, --compile {meta['compile']}. MFU: FLOPs of one "
             f"step x steps/s / peak;",
             "MiB: CUDA peak; syncs: host syncs a step (CUDA), median after warm-up; graphs: compiled after warm-up"]
