@@ -26,6 +26,7 @@ DRAW = {"samples": redraw_samples}
 COMMITTED = {
     "gan_loss.png": ("samples", "runs/qC/07_vae_gan_diffusion/20261207-031526-gan-minimax-vs-nonsaturating"),
     "vae_samples.png": ("samples", "runs/qC/07_vae_gan_diffusion/20261207-030654-vae-200-200-50-tanh"),
+    "dcgan_beta1.png": ("samples", "runs/qH/07_vae_gan_diffusion/20261207-044911-dcgan-beta1-0.9-vs-0.5"),
 }
 
 if __name__ == "__main__":
