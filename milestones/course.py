@@ -82,6 +82,16 @@ def on_a_gpu(mid: str, results: Path = RESULTS) -> list[str]:
             "`python -m milestones check` tries the course on yours first):", "", *lines] if lines else []
 
 
+def ran_on(mid: str, results: Path = RESULTS) -> list[str]:
+    """The machine classes of the chapter's records ("AVX512-BF16 CPU", a GPU's name)."""
+    from .compare import load_summaries, machine_of
+
+    try:
+        return sorted({machine_of(c) for c in load_summaries(str(results)) if c.get("milestone") == mid})
+    except UserError:
+        return []
+
+
 def chapter(mid: str, root: Path = ROOT, results: Path = RESULTS) -> str:
     """The page `course <id>` prints: a title line, the chapter's section, what the records say its Run-it command
     gives, and the way on."""
@@ -96,6 +106,10 @@ def chapter(mid: str, root: Path = ROOT, results: Path = RESULTS) -> str:
     table = recorded(mid, results)
     said = ["", "What the Run-it command gave when we ran it (read from its records in results/):", "", table] \
         if table else []
+    machines = ran_on(mid, results)
+    if machines and "(Results" in body:  # the numbers quoted from Results depend on the machine and precision
+        said += ["", f"Numbers marked (Results) come from our records, run on: {', '.join(machines)}; the Results "
+                     "tables", "of the chapter's NOTES.md give each one's precision."]
     title = f"{mid} ({info.get('years', info['year'])}): {info.get('title', '')}"
     return "\n".join([title, "", body, *said, *on_a_gpu(mid, results), "",
                       f"Full notes: milestones/{mid}/NOTES.md", nxt])

@@ -204,3 +204,8 @@ def test_a_chapter_page_gives_its_gpu_commands_with_the_papers_result_and_an_est
     gpu = page[page.index("On a GPU"):]
     assert "python -m milestones train 04_resnet\n" in gpu and "8.75%" in gpu and "one H100: about" in gpu
     assert "estimated" in gpu and "not measured" in gpu
+
+
+def test_a_page_quoting_results_names_the_machine_they_ran_on():
+    page = course.chapter("04_resnet")
+    assert "(Results)" in page and "Numbers marked (Results) come from our records, run on: AVX512-BF16 CPU" in page
