@@ -58,6 +58,7 @@ DRAW = {"cross_attention": redraw_cross_attention, "vs_lstm": redraw_vs_lstm, "a
 COMMITTED = {
     "cross_attention.png": ("cross_attention", "runs/qB/06_transformer/20261207-023729-transformer-3+3x256-h4"),
     "vs_lstm.png": ("vs_lstm", "results/06_transformer/20261207-025503-vs_lstm-gpt-2x128-lstm-2x156"),
+    "ablations_quick_seed0.png": ("ablations", "results/06_transformer/20261207-040334-ablations"),
 }
 
 if __name__ == "__main__":
