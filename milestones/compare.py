@@ -22,6 +22,7 @@ COLUMNS = {"milestone": "milestone", "what": "experiment: model", "preset": "pre
            "examples_per_second": "ex/s", "device": "device", "machine": "machine", "world_size": "procs",
            "seed": "seed", "command": "train command", "arm": "arm", "run": "run"}
 NARROW = ("milestone", "what", "preset", "metric", "value", "paper_value", "precision", "train_seconds")
+TERMINAL_DROPS = ("train_seconds",)  # not in the 100-column table, so arms fit (--wide, --show add it)
 KEEP = ("milestone", "metric", "value")  # never cut: the other columns are shortened first
 WIDTH = 100  # a terminal's columns, which the plain tables fit unless --wide
 PERCENT = ("test_error", "top1_error", "train_error", "training error", "val_error", "exact_match", "accuracy")
@@ -260,7 +261,8 @@ def compare(runs: str = "runs", fmt: str = "table", wide: bool = False, columns=
         raise UserError(f"no run here records {', '.join(unknown)} (keys of summary.json, e.g. fcd, test_error)")
     if seeds:
         cards = merge_seeds(cards)
-    keys = list(COLUMNS) if wide or fmt == "csv" else list(NARROW)
+    keys = list(COLUMNS) if wide or fmt == "csv" else \
+        [k for k in NARROW if fmt == "markdown" or k not in TERMINAL_DROPS]
     at = keys.index("value") + 1
     keys = keys[:at] + [k for k in columns if k not in keys] + keys[at:]
     keys = list(show) or keys
@@ -334,9 +336,23 @@ def table_of(args) -> str:
                    args.exclude or ())
 
 
+def squeeze(x: str, w: int) -> str:
+    """A cell cut to w characters, ending in '~'; an 'experiment: model:arm' cell keeps its arm (what tells the
+    rows of one experiment apart) and gives up the experiment's letters first."""
+    if len(x) <= w:
+        return x
+    head, _, arm = x.rpartition(":")
+    arm, exp = arm.strip(), head.split(":", 1)[0]
+    if head and 1 <= w - len(arm) - 2 < len(exp):
+        return f"{exp[:w - len(arm) - 2]}~:{arm}"
+    if head and len(exp) + len(arm) + 2 <= w:
+        return f"{exp}: {arm}"
+    return x[:w - 1] + "~"
+
+
 def format_table(header, rows, width: int = None, keep=(), markdown: bool = False) -> str:
     """Plain-text columns padded to the widest cell, or a markdown table; with `width`, the plain table's widest
-    columns other than `keep` are cut, ending in '~', until a line fits."""
+    columns other than `keep` are cut (squeeze) until a line fits."""
     rows = [[str(x) for x in r] for r in rows]
     if markdown:  # rendered by a browser, which wraps: never cut (and unpadded, which renders the same)
         line = lambda r: "| " + " | ".join(r) + " |"
@@ -348,8 +364,7 @@ def format_table(header, rows, width: int = None, keep=(), markdown: bool = Fals
         if widths[i] <= floor[i]:
             break
         widths[i] -= 1
-    cut = lambda x, w: x if len(x) <= w else x[:w - 1] + "~"
-    line = lambda r: "  ".join(cut(str(x), w).ljust(w) for x, w in zip(r, widths)).rstrip()
+    line = lambda r: "  ".join(squeeze(str(x), w).ljust(w) for x, w in zip(r, widths)).rstrip()
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 

@@ -231,3 +231,15 @@ def test_run_it_names_the_records_of_the_chapters_run_it_commands(tmp_path):
         str(tmp_path), filters=["run-it"])
     assert "2.00%" in compare(str(tmp_path), exclude=["run-it"]) and "0.98%" not in compare(
         str(tmp_path), exclude=["run-it"])
+
+
+def test_a_cut_experiment_cell_keeps_the_arm_that_tells_its_rows_apart():
+    from milestones.compare import squeeze
+    assert squeeze("gan_loss: gan-minimax-vs-nonsaturating:nonsaturating", 21) == "gan_lo~:nonsaturating"
+    assert squeeze("gan_loss: gan-minimax-vs-nonsaturating:minimax", 21) == "gan_loss: minimax"
+    assert squeeze("dcgan_beta1: dcgan-beta1-0.9-vs-0.5:beta1_0.5", 21) == "dcgan_beta~:beta1_0.5"
+    assert squeeze("ablations: no overlapping pooling", 21) == "ablations: no overla~"  # no room for the arm
+    assert squeeze("adding: lstm1997", 21) == "adding: lstm1997"
+    rows = compare(str(RESULTS)).splitlines()
+    arms = [r for r in rows if r.startswith("07_vae_gan_diffusion") and "beta1_0." in r]
+    assert len(arms) == 2 and max(map(len, rows)) <= 100
