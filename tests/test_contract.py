@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from common.config import preset_experiments
 from common.device import pick_device
 from common.logging import SUMMARY_KEYS
 from common.session import Session
@@ -171,7 +172,10 @@ def test_every_experiment_smoke_runs_and_scales_its_losses(mid, experiment, tmp_
             scaled.append(1)
             return super().scale(outputs)
     monkeypatch.setattr(Runtime, "grad_scaler", lambda self: CountingScaler(self.device.type, enabled=False))
-    train_module(mid).main(["--experiment", experiment, "--preset", "smoke", "--out-dir", str(tmp_path)])
+    by_preset = preset_experiments(getattr(train_module(mid), "PRESETS", {}))  # a race runs by its preset (02 fast)
+    argv = (["--preset", by_preset[experiment], "--steps", "6", "--log-every", "3", "--eval-every", "3"]
+            if experiment in by_preset else ["--experiment", experiment, "--preset", "smoke"])
+    train_module(mid).main([*argv, "--out-dir", str(tmp_path)])
     cards = [json.loads(p.read_text()) for p in (tmp_path / mid).glob("*/summary.json")]
     assert cards and all(set(SUMMARY_KEYS) <= set(c) for c in cards)
     assert all(c["world_size"] == 1 and c["device"] == DEVICE for c in cards)
