@@ -22,6 +22,7 @@ files). report.md and report.json go into a run directory; the exit status is 1 
 """
 
 import contextlib
+import functools
 import importlib
 import json
 import statistics
@@ -125,8 +126,8 @@ def environment(dev: torch.device) -> Line:
              cudnn=torch.backends.cudnn.version() if dev.type == "cuda" else None, bf16_native=native_bf16(dev),
              cores=m["cores"], threads=torch.get_num_threads())
     for p in ("bf16", "fp32"):
-        v[f"peak_{p}_tflops"], v["peak_source"] = peak_flops(dev, p)
-        v[f"peak_{p}_tflops"] = round(v[f"peak_{p}_tflops"] / 1e12, 3)
+        flops, v["peak_source"] = _peak(dev, p)
+        v[f"peak_{p}_tflops"] = round(flops / 1e12, 3)
     return Line("environment", "pass", f"{v['device']}, torch {v['torch']}" + (f", CUDA {v['cuda']}" if
                                                                               dev.type == "cuda" else ""), v)
 
@@ -159,7 +160,7 @@ def train_stage(stage: Stage, dev: torch.device, steps: int, preset: str, compil
                                                                        " ".join(argv)))
     runs = out / "runs" / stage.milestone
     before = set(runs.iterdir()) if runs.is_dir() else set()
-    train = importlib.import_module(f"milestones.{stage.milestone}.train")
+    train = train_module(stage.milestone)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     t0 = time.perf_counter()
@@ -172,6 +173,8 @@ def train_stage(stage: Stage, dev: torch.device, steps: int, preset: str, compil
             with open(logfile, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
                 train.main(argv)
         except SystemExit as e:  # a train script's UserError: one line, kept in the log
+            if e.code in (130, 143):  # Ctrl-C or SIGTERM: the user stops the check, not just this stage
+                raise
             cause = e.__context__
             if isinstance(cause, MissingData):
                 line.status, line.note = "skip", f"needs {stage.data}: " + " ".join(str(cause).split())[:150]
@@ -187,9 +190,19 @@ def train_stage(stage: Stage, dev: torch.device, steps: int, preset: str, compil
     seconds = time.perf_counter() - t0
     new = sorted(set(runs.iterdir()) - before)
     cuda = dev.type == "cuda"
-    return judge(line, stage, watch, new[-1] if new else None, seconds, cuda=cuda,
-                 peak=lambda precision: peak_flops(dev, precision)[0],
+    return judge(line, stage, watch, new[-1] if new else None, seconds, cuda=cuda, peak=lambda p: _peak(dev, p)[0],
                  memory=torch.cuda.max_memory_allocated(dev) if cuda else None)
+
+
+def train_module(milestone: str):
+    return importlib.import_module(f"milestones.{milestone}.train")
+
+
+@functools.lru_cache(maxsize=None)
+def _peak(dev: torch.device, precision: str) -> tuple[float, str]:
+    """(the device's peak FLOP/s in a precision, where it comes from), probed once a process (a CPU probe takes
+    half a second)."""
+    return peak_flops(dev, precision)
 
 
 @contextlib.contextmanager

@@ -92,3 +92,15 @@ def test_a_missing_dataset_skips_its_line_and_names_it(tmp_path, monkeypatch):
 def test_every_milestone_has_a_stage():
     from milestones import COURSE
     assert {s.milestone for s in STAGES} == set(COURSE)
+
+
+def test_ctrl_c_stops_the_whole_check_not_just_one_stage(tmp_path, monkeypatch):
+    """A train script turns Ctrl-C into exit status 130; the check must stop there, not go on to the next stage."""
+    import milestones.check as check
+
+    def interrupted(*args, **kwargs):
+        raise SystemExit(130)
+    monkeypatch.setattr(check, "train_module", lambda milestone: type("T", (), {"main": interrupted}))
+    with pytest.raises(SystemExit) as e:
+        run_check("cpu", steps=8, tests=False, only=("01",), threads=1, out=tmp_path / "c", progress=lambda s: None)
+    assert e.value.code == 130
