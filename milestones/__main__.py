@@ -170,6 +170,10 @@ def main(argv=None) -> None:
                                                      "Shakespeare (default: $MILESTONES_DATA, else the download "
                                                      "cache); a dataset missing there skips its lines")
     ck.add_argument("--out", default=None, help="the report's directory (default: runs/check/<time>)")
+    ck.add_argument("--pack", default=None, metavar="DIR", help="instead of checking: write into DIR a data root "
+                                                                 "of every dataset the check reads, under 64 MiB "
+                                                                 "(CIFAR-10 cut to 6,000 images), to carry to a "
+                                                                 "GPU machine")
     co = sub.add_parser("course", help="the course as a guided path: the timeline, or one chapter's page "
                                        "(what changed, one command to run, what to try next)")
     co.add_argument("milestone", nargs="?", help=NAMES + "; none: the timeline")

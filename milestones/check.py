@@ -255,6 +255,37 @@ def judge(line: Line, stage: Stage, watch: Watch, run: Path | None, seconds: flo
     return line
 
 
+# ---- a data pack small enough to travel to a GPU machine ----------------------------------------------------
+
+PACKED = ("MNIST", "ptb", "multi30k", "tinyshakespeare")  # copied whole (about 20 MB)
+CIFAR_PER_FILE = 1000  # CIFAR-10 (178 MB) is cut to its first images of each of its six files (about 18 MB)
+
+
+def pack(out, data_dir=None) -> Path:
+    """A data root with what every stage reads, under 64 MiB: the four small datasets as they are, and CIFAR-10's
+    six files each cut to its first CIFAR_PER_FILE images in the same format (its loader reads them unchanged).
+    The check then runs on it with --data-dir; a CIFAR stage trains on 5,000 images instead of 50,000."""
+    import pickle
+    import shutil
+
+    from common.data.cifar import FOLDER, TEST_FILES, TRAIN_FILES
+
+    src, out = data_root(data_dir), Path(out)
+    missing = [n for n in (*PACKED, FOLDER) if not (src / n).is_dir()]
+    if missing:
+        raise MissingData(f"--pack copies from the data root {src}, which lacks {', '.join(missing)}")
+    for name in PACKED:
+        shutil.copytree(src / name, out / name, dirs_exist_ok=True)
+    (out / FOLDER).mkdir(parents=True, exist_ok=True)
+    for name in (*TRAIN_FILES, *TEST_FILES):
+        with open(src / FOLDER / name, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        batch["data"], batch["labels"] = batch["data"][:CIFAR_PER_FILE], batch["labels"][:CIFAR_PER_FILE]
+        with open(out / FOLDER / name, "wb") as f:
+            pickle.dump({k: v for k, v in batch.items() if k in ("data", "labels", "batch_label")}, f)
+    return out
+
+
 # ---- the whole check and its report ----------------------------------------------------------------------
 
 def run_check(device: str = "auto", steps: int = 0, compile_mode: str = "", tests: bool = True, only=(),
@@ -331,6 +362,11 @@ def main(args) -> None:
     """The `check` subcommand: args from milestones/__main__.py."""
     if args.threads < 0:
         raise UserError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    if args.pack:
+        out = pack(args.pack, args.data_dir)
+        size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2 ** 20
+        print(f"{out}: {size:.0f} MiB; on the GPU machine: python -m milestones check --data-dir {out}")
+        return
     lines, meta, out = run_check(args.device, args.steps, args.compile, args.tests == "on", args.ids, args.threads,
                                  args.data_dir, args.out, progress=lambda s: print(s, file=sys.stderr))
     print(report(lines, meta))

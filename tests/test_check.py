@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from common import session
 from milestones.check import STAGES, Line, Stage, Watch, judge, run_check
@@ -104,3 +105,16 @@ def test_ctrl_c_stops_the_whole_check_not_just_one_stage(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:
         run_check("cpu", steps=8, tests=False, only=("01",), threads=1, out=tmp_path / "c", progress=lambda s: None)
     assert e.value.code == 130
+
+
+def test_the_pack_holds_every_dataset_under_64_mib_and_the_loaders_read_it(data_root, tmp_path, monkeypatch):
+    from common.data.cifar import load_cifar10
+    from milestones.check import CIFAR_PER_FILE, pack
+
+    monkeypatch.setenv("MILESTONES_CACHE", str(tmp_path / "cache"))  # a decoded pack, never the real set's cache
+    out = pack(tmp_path / "pack", data_root)
+    assert sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) < 64 * 2 ** 20  # what the device tool carries
+    cifar = load_cifar10(out, download=False)
+    assert cifar["train"][0].shape == (5 * CIFAR_PER_FILE, 3, 32, 32) and len(cifar["test"][1]) == CIFAR_PER_FILE
+    real = load_cifar10(data_root, download=False)
+    assert torch.equal(cifar["test"][0], real["test"][0][:CIFAR_PER_FILE])  # the first images, as they are
