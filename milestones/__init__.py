@@ -19,6 +19,26 @@ PLANNED = {
                                        "Ho et al. 2020", dataset="MNIST, CIFAR-10", metric="NLL bound / FID"),
 }
 
+# A chapter by the name of its model: `train lenet` is `train 02_cnn_lenet`; a name that picks a model or an
+# experiment of its chapter adds that flag to `train` (`train vae` is `train 07_vae_gan_diffusion --model vae`).
+ALIASES = {"lenet": ("02_cnn_lenet",), "alexnet": ("03_alexnet",), "resnet": ("04_resnet",), "lstm": ("05_lstm",),
+           "transformer": ("06_transformer",), "gpt": ("06_transformer", "--experiment", "charlm"),
+           **{m: ("07_vae_gan_diffusion", "--model", m) for m in ("vae", "gan", "dcgan", "ddpm")}}
+
+
+def chapter_of(name: str) -> str:
+    """The chapter id (02_cnn_lenet) an id, its number (02), its name (cnn_lenet) or a model's name (lenet, ALIASES)
+    means, for every command that takes one; anything else is a UserError naming the valid ones."""
+    from common.errors import UserError
+
+    if name in ALIASES:
+        return ALIASES[name][0]
+    for mid in COURSE:
+        if name in (mid, *mid.split("_", 1)):
+            return mid
+    raise UserError(f"unknown milestone {name!r}; the course has: {', '.join(COURSE)} (or {', '.join(ALIASES)})")
+
+
 ROOT = Path(__file__).resolve().parent
 
 

@@ -9,7 +9,7 @@ from common.config import COMPILE_MODES
 from common.errors import UserError, exit_on_user_error
 from common.sample_cli import add_sample_flags
 
-from . import COURSE, is_built, meta
+from . import ALIASES, COURSE, chapter_of, is_built, meta
 from .compare import WIDTH, add_compare_arguments, format_table, runs_dir, table_of
 
 
@@ -23,26 +23,15 @@ def cmd_list(args) -> None:
         table = [(r["id"], str(r["year"]), r["title"], r["short"], r["status"]) for r in rows]
     print(format_table(header, table, width=None if args.wide else WIDTH))
 
-
-# A chapter by the name of its model: `train lenet` is `train 02_cnn_lenet`; a name that picks a model or an
-# experiment of its chapter adds that flag to `train` (`train vae` is `train 07_vae_gan_diffusion --model vae`).
-ALIASES = {"lenet": ("02_cnn_lenet",), "alexnet": ("03_alexnet",), "resnet": ("04_resnet",), "lstm": ("05_lstm",),
-           "transformer": ("06_transformer",), "gpt": ("06_transformer", "--experiment", "charlm"),
-           **{m: ("07_vae_gan_diffusion", "--model", m) for m in ("vae", "gan", "dcgan", "ddpm")}}
 NAMES = "an id (01_dnn), its number (01), its name (dnn) or its model's (" + ", ".join(ALIASES) + ")"
 
 
 def _resolve(mid: str) -> str:
-    """The chapter id an id, number, name or model name (ALIASES) means."""
-    matches = [m for m in COURSE if m == mid or m.split("_", 1)[0] == mid or m.split("_", 1)[1] == mid]
-    if mid in ALIASES:
-        matches = [ALIASES[mid][0]]
-    if not matches:
-        raise UserError(f"unknown milestone {mid!r}; the course has: {', '.join(COURSE)} (or "
-                        f"{', '.join(ALIASES)})")
-    if not is_built(matches[0]):
-        raise UserError(f"milestone {matches[0]} is planned but not built yet")
-    return matches[0]
+    """The built chapter an id, number, name or model name (ALIASES) means."""
+    chapter = chapter_of(mid)
+    if not is_built(chapter):
+        raise UserError(f"milestone {chapter} is planned but not built yet")
+    return chapter
 
 
 def _alias_flags(name: str, rest: list) -> list:

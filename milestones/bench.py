@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from common.device import PEAK_FLOPS, check_precision, count_params, pick_device, resolve_precision
 from common.errors import UserError
 
-from . import COURSE, is_built
+from . import COURSE, chapter_of, is_built
 from .compare import format_table
 
 WARMUP = 2  # untimed steps before the timed ones (allocations, kernel selection)
@@ -172,16 +172,10 @@ def one_line(e: Exception) -> str:
 
 
 def resolve(ids) -> list[str]:
-    """Milestone ids as `train` takes them (01_dnn, 01 or dnn), in course order; every built one by default."""
-    if not ids:
-        return list(COURSE)
-    chosen = []
-    for mid in ids:
-        match = [m for m in COURSE if mid in (m, *m.split("_", 1))]
-        if not match:
-            raise UserError(f"unknown milestone {mid!r}; the course has: {', '.join(COURSE)}")
-        chosen += [m for m in match if m not in chosen]
-    return [m for m in COURSE if m in chosen]
+    """Milestone ids as `train` takes them (01_dnn, 01, dnn or a model's name), in course order; every one by
+    default."""
+    chosen = {chapter_of(mid) for mid in ids}
+    return [m for m in COURSE if not ids or m in chosen]
 
 
 def build_cases(mids) -> list[Case]:
