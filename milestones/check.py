@@ -41,8 +41,9 @@ from common.device import native_bf16, pick_device
 from common.errors import MissingData, UserError
 from common.machine import machine
 
-from .bench import peak_flops
+from .bench import peak_flops, resolve
 from .compare import format_table
+from .estimate import SecondStep
 
 
 @dataclass(frozen=True)
@@ -76,26 +77,17 @@ class Watch:
 
     def __init__(self, warmup: int, syncs: list):
         self.warmup, self.syncs = warmup, syncs  # syncs: the warnings recorded so far (CUDA's sync debug mode)
-        self.flops, self.per_step, self._counter = None, None, None
+        self.flops, self.per_step, self.second = None, None, SecondStep()
         self.sync_counts, self.graphs = [], []  # one entry per step
 
     def __call__(self, sess, n: int) -> None:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        k = sess.step_count
-        if k == 1:  # count the next step: it runs eagerly under the counter (dynamo leaves such frames alone)
-            self._counter = FlopCounterMode(display=False)
-            self._counter.__enter__()
-        elif k == 2 and self._counter is not None:
-            self._counter.__exit__(None, None, None)
-            self.flops, self.per_step = self._counter.get_total_flops(), n
-            self._counter = None
+        if self.second.at(sess, n):
+            self.flops, self.per_step = self.second.flops, self.second.per_step
         self.sync_counts.append(sum("synchroniz" in str(w.message) for w in self.syncs))
         self.graphs.append(_graphs())
 
     def close(self) -> None:
-        if self._counter is not None:  # the run ended within the counted step
-            self._counter.__exit__(None, None, None)
+        self.second.close()
 
     def syncs_per_step(self) -> float | None:
         """The median of host syncs per step after warm-up (steps that log or evaluate sync; most must not)."""
@@ -304,10 +296,8 @@ def run_check(device: str = "auto", steps: int = 0, compile_mode: str = "", test
         data_root()  # a bad $MILESTONES_DATA is one line here, not ten failed stages
     out = Path(out or Path("runs") / "check" / time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
-    chosen = [s for s in STAGES if not only or any(o in (s.milestone, *s.milestone.split("_", 1)) for o in only)]
-    if not chosen:
-        raise UserError(f"no stage matches {', '.join(only)}; the stages are of: "
-                        f"{', '.join(dict.fromkeys(s.milestone for s in STAGES))}")
+    wanted = resolve(only)  # ids as train takes them (01, dnn, lenet, ...); none: every milestone
+    chosen = [s for s in STAGES if s.milestone in wanted]
     lines = [environment(dev)]
     progress(f"check: {lines[0].note}")
     if tests:

@@ -5,7 +5,6 @@ numbers it quotes, so it cannot drift from them. A section begins with one line,
 which is what the timeline shows for that chapter; the rest is printed as written.
 """
 
-import json
 import re
 from pathlib import Path
 
@@ -63,21 +62,13 @@ def recorded(mid: str, results: Path = RESULTS) -> str | None:
 def on_a_gpu(mid: str, results: Path = RESULTS) -> list[str]:
     """The chapter's GPU commands, each with the paper's result and its estimated H100 time (from the estimates'
     record, results/estimates/h100.json; milestones/estimate.py says how they are made)."""
-    from .estimate import CASES, command, duration
+    from .estimate import duration, published
 
-    path = results / "estimates" / "h100.json"
-    if not path.is_file():
-        return []
-    cases = {command(c): c for c in CASES}
-    rows = [r for r in json.loads(path.read_text())["rows"] if r["milestone"] == mid]
+    rows = [r for r in published(results / "estimates" / "h100.json") or () if r["milestone"] == mid]
     bound = {"launches": "kernel launches", "compute": "compute"}
-    lines = []
-    for r in rows:
-        case = cases.get(r["command"])
-        at_least = "at least" if case is not None and case.fused_rnn else "about"  # nn.LSTM's work is not counted
-        lines.append(f"  python -m milestones {r['command']}\n      the paper: {case.expect if case else '-'}\n"
-                     f"      one H100: {at_least} {duration(r['hours'])} ({r['steps']:,} steps, bound by "
-                     f"{bound[r['bound']]})")
+    lines = [f"  python -m milestones {r['command']}\n      the paper: {r['expect']}\n      one H100: "
+             f"{'at least' if r['at_least'] else 'about'} {duration(r['hours'])} ({r['steps']:,} steps, bound by "
+             f"{bound[r['bound']]})" for r in rows]
     return ["", "On a GPU (times estimated from FLOPs and kernels a step, not measured; evaluation excluded;",
             "`python -m milestones check` tries the course on yours first):", "", *lines] if lines else []
 

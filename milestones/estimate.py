@@ -88,21 +88,42 @@ class Counted(Exception):
     """Raised by the watcher once the counted step is done: the run has told us what it needs to."""
 
 
-class Counter:
+class SecondStep:
+    """The FLOPs and kernels of a run's second step (its first is set-up), as a step watcher sees it: the counters
+    open when step 1 is counted and close when step 2 is. Under torch.compile the counted step runs eagerly
+    (dynamo leaves frames alone while a dispatch mode is on). `check` and `estimate` both count this way."""
+
     def __init__(self):
-        self.flops = self.kernels = self.total = self.batch = self.precision = None
-        self._modes = None
+        self.flops = self.kernels = self.per_step = None
+        self._modes = ()
+
+    def at(self, sess, n: int) -> bool:
+        """Called at each step; True at the one whose count just closed."""
+        if sess.step_count == 1:
+            self._modes = (FlopCounterMode(display=False), Kernels())
+            for m in self._modes:
+                m.__enter__()
+        elif sess.step_count == 2 and self._modes:
+            flops, kernels = self._modes
+            self.close()
+            self.flops, self.kernels, self.per_step = flops.get_total_flops(), kernels.n, n
+            return True
+        return False
+
+    def close(self) -> None:
+        """Leave the counters: at the end of the counted step, or early when the run ended inside it."""
+        for m in reversed(self._modes):
+            m.__exit__(None, None, None)
+        self._modes = ()
+
+
+class Counter(SecondStep):
+    """estimate's watcher: the preset's step total, batch and precision, then the second step; the run stops."""
 
     def __call__(self, sess, n: int) -> None:
         if sess.step_count == 1:
             self.total, self.batch, self.precision = sess.total, sess.cfg.batch_size, sess.rt.precision
-            self._modes = (FlopCounterMode(display=False), Kernels())
-            for m in self._modes:
-                m.__enter__()
-        elif sess.step_count == 2:
-            for m in reversed(self._modes):
-                m.__exit__(None, None, None)
-            self.flops, self.kernels = self._modes[0].get_total_flops(), self._modes[1].n
+        if self.at(sess, n):
             raise Counted
 
 
@@ -125,9 +146,7 @@ def count(case: Case, data_dir=None) -> dict:
             pass
         finally:
             session.STEP_WATCHERS.remove(counter)
-            for m in reversed(counter._modes or ()):
-                if counter.flops is None:
-                    m.__exit__(None, None, None)
+            counter.close()
     if counter.flops is None:
         raise UserError(f"train {case.milestone} {case.flags}: the run ended before its second step")
     scale, total = 1.0, counter.total
@@ -184,18 +203,28 @@ def duration(hours: float) -> str:
     return f"{hours / 24:.0f} days"
 
 
+def published(path: Path = OUT) -> list[dict] | None:
+    """The estimates' record, each row with the paper's result for its command (`expect`) and whether its numbers
+    are lower bounds (`at_least`: nn.LSTM's own work is not counted); None when there is no record. The record holds
+    what was counted; the papers' words are in CASES."""
+    if not Path(path).is_file():
+        return None
+    cases = {command(c): c for c in CASES}
+    rows = json.loads(Path(path).read_text())["rows"]
+    return [dict(r, expect=cases[r["command"]].expect if r["command"] in cases else "-",
+                 at_least=r["command"] in cases and cases[r["command"]].fused_rnn) for r in rows]
+
+
 def table(path: Path = OUT) -> str:
     """The markdown table README.md shows (`<!-- estimate -->`), from the estimates' record."""
-    if not Path(path).is_file():
+    rows = published(path)
+    if rows is None:
         return f"(no table: {path} does not exist; python -m milestones.estimate writes it)\n"
-    rec = json.loads(Path(path).read_text())
-    cases = {command(c): c for c in CASES}  # the record holds what was counted; the papers' words are here
     lines = ["| command | the paper's result | steps | batch | prec | GFLOP a step | kernels a step | bound by | "
              "H100 (est.) |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rec["rows"]:
-        case = cases.get(r["command"])
-        at_least = "≥ " if case is not None and case.fused_rnn else ""  # nn.LSTM's own work is not counted
-        lines.append(f"| {r['command']} | {case.expect if case else '-'} | {r['steps']:,} | {r['batch']:,} | "
+    for r in rows:
+        at_least = "≥ " if r["at_least"] else ""
+        lines.append(f"| {r['command']} | {r['expect']} | {r['steps']:,} | {r['batch']:,} | "
                      f"{r['precision']} | {at_least}{r['flops_per_step'] / 1e9:,.1f} | {at_least}"
                      f"{r['kernels_per_step']:,} | {r['bound']} | {at_least}{duration(r['hours'])} |")
     return "\n".join(lines) + "\n"
