@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import UserError
+from .machine import isa_limit
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # torch's own thread count, read before any run sets another: --threads 0 restores it, so a run started in the
@@ -48,6 +49,8 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
+        if isa_limit():  # kernels capped at AVX2 (see common.machine): bf16 would be emulated
+            return False
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return False
 

@@ -58,6 +58,27 @@ def cpu_class(flags: set | None = None) -> str:
     return "other"
 
 
+# The environment variables that cap the instruction set torch's kernels use (ATen's vectorised ops and oneDNN's
+# matmuls and convolutions). With both at AVX2, an AVX512 machine runs the kernels an AVX2 laptop runs: how the
+# course's "Run it" times were taken on a machine that is not a laptop. Only AVX2 is emulated here.
+ISA_LIMITS = (("ATEN_CPU_CAPABILITY", ("avx2", "default")), ("ONEDNN_MAX_CPU_ISA", ("AVX2", "SSE41")))
+
+
+def isa_limit() -> str | None:
+    """The ISA cap set in the environment ("ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2"), or None."""
+    set_ = [f"{k}={os.environ[k]}" for k, values in ISA_LIMITS
+            if os.environ.get(k, "").upper() in {v.upper() for v in values}]
+    return " ".join(set_) or None
+
+
+def effective_cpu_class() -> str:
+    """The class the kernels run as: AVX2 where the environment caps the ISA at AVX2 on a better CPU."""
+    hw = cpu_class()
+    if isa_limit() and CPU_CLASSES.index(hw) < CPU_CLASSES.index("AVX2"):
+        return "AVX2"
+    return hw
+
+
 def load_average() -> list | None:
     """The 1-, 5- and 15-minute load averages, rounded (None where the OS has none)."""
     try:
@@ -72,19 +93,23 @@ def machine_class(m: dict) -> str:
     if m.get("gpu"):
         n = m.get("gpu_count") or 1
         return f"{n}x {m['gpu']}" if n > 1 else m["gpu"]
-    return f"{m.get('cpu_class', 'unknown')} CPU"
+    emulated = " (emulated)" if m.get("cpu_hw_class") else ""
+    return f"{m.get('cpu_class', 'unknown')} CPU{emulated}"
 
 
 def machine(device: torch.device | None = None) -> dict:
-    """The machine record: CPU model and class, cores, torch's threads, GPU name and count, torch version, and the
+    """The machine record: CPU model and class (with the hardware's own class and the cap, where the environment
+    caps the ISA), cores, torch's threads, GPU name and count, torch version, and the
     load average now."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count()
-    record = dict(cpu=cpu_model(), cpu_class=cpu_class(), cores=cores, threads=torch.get_num_threads(),
+    record = dict(cpu=cpu_model(), cpu_class=effective_cpu_class(), cores=cores, threads=torch.get_num_threads(),
                   gpu=None, gpu_count=0, torch=torch.__version__, cuda=torch.version.cuda,
                   load_start=load_average())
+    if record["cpu_class"] != cpu_class():  # an ISA cap: say what the hardware is and how it was capped
+        record.update(cpu_hw_class=cpu_class(), isa_limit=isa_limit())
     if device is not None and device.type == "cuda":
         record.update(gpu=torch.cuda.get_device_name(device), gpu_count=torch.cuda.device_count())
     record["class"] = machine_class(record)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from common.errors import UserError
 from common.logging import RunLogger
@@ -55,6 +56,22 @@ def test_machine_class_names_the_gpu_where_one_trained():
     assert machine_class(dict(cpu_class="AVX2", gpu=None)) == "AVX2 CPU"
     assert machine_class(dict(cpu_class="AMX", gpu="NVIDIA H100", gpu_count=1)) == "NVIDIA H100"
     assert machine_class(dict(cpu_class="AMX", gpu="NVIDIA H100", gpu_count=8)) == "8x NVIDIA H100"
+
+
+def test_an_isa_cap_in_the_environment_is_recorded_as_an_emulated_avx2_cpu_and_turns_auto_to_fp32(monkeypatch):
+    import common.machine as cm
+    from common.device import resolve_precision
+    monkeypatch.setattr(cm, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    m = cm.machine()
+    assert m["cpu_class"] == "AVX512-BF16" and "cpu_hw_class" not in m and m["class"] == "AVX512-BF16 CPU"
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    m = cm.machine()
+    assert (m["cpu_class"], m["cpu_hw_class"], m["class"]) == ("AVX2", "AVX512-BF16", "AVX2 CPU (emulated)")
+    assert m["isa_limit"] == "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2"
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"  # an AVX2 laptop has no native bf16
 
 
 def test_every_run_record_names_its_machine_and_the_load_at_start_and_end(tmp_path):
