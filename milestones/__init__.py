@@ -56,3 +56,13 @@ def meta(mid: str) -> dict:
         info["status"] = "planned"
     info["id"] = mid
     return info
+
+
+def resolve_config(mid: str, argv: list):
+    """The config `train <mid> <argv>` would run today (its preset and experiment applied), without running it."""
+    from common.config import parse_config
+
+    train = importlib.import_module(f"milestones.{mid}.train")
+    presets = train.sized_presets(argv) if hasattr(train, "sized_presets") else \
+        train.model_presets(argv) if hasattr(train, "model_presets") else train.PRESETS
+    return parse_config(train.Config, list(argv), presets, experiments=train.EXPERIMENTS)

@@ -8,9 +8,10 @@ import re
 import sys
 from pathlib import Path
 
+from common.config import _compile_mode
 from common.errors import UserError
 
-from . import COURSE
+from . import COURSE, resolve_config
 from .arms import rows as arm_rows
 from .notes import run_it
 
@@ -47,15 +48,54 @@ COURSE_FORM = ("--out-dir", "--data-dir", "--threads", "--seed")  # what a recor
 RENAMED = {("02_cnn_lenet", "--experiment", "fast"): ("--preset", "fast")}
 
 
+NOT_RECIPE = ("preset", "experiment", "threads", "out_dir", "data_dir", "resume", "seed")  # not what a preset sizes
+
+
+def _flag_value(v) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+@functools.lru_cache(maxsize=None)
+def _today(milestone: str, argv: tuple) -> dict | None:
+    try:
+        cfg = resolve_config(milestone, list(argv))
+    except (UserError, SystemExit, ImportError):  # a flag or preset gone since: nothing to compare with
+        return None
+    return vars(cfg)
+
+
+def recipe_changes(config: dict, argv: list) -> list[str]:
+    """The flags that make `argv` run the record's recipe today: one `--name value` for each setting the record
+    ran with that today's presets set otherwise (a preset re-sized since the record was made). Settings today's
+    Config lacks, or the record lacks, are left alone."""
+    ran, today = config.get("config") or {}, _today(config["milestone"], tuple(argv))
+    if not today:
+        return []
+    changed = []
+    for name, value in today.items():
+        if name not in ran or ran[name] is None or name in NOT_RECIPE or value == "auto":  # auto: set at run time
+            continue
+        if name == "compile":  # older records wrote False for off
+            value, ran_value = _compile_mode(str(value)), _compile_mode(str(ran[name]))
+        else:
+            ran_value = ran[name]
+        if ran_value != value:
+            changed += [f"--{name.replace('_', '-')}", _flag_value(ran_value)]
+    return changed
+
+
 def command_of(config: dict, drop=("--out-dir", "--data-dir", "--threads")) -> str | None:
-    """The train command a run record came from (in today's flags: RENAMED), without where it wrote (--out-dir) or
-    read its data, and how many threads it used (the result does not depend on them; the record's machine block
-    keeps them)."""
+    """The train command a run record came from, as it runs today: in today's flags (RENAMED), with the flags a
+    preset re-sized since then needs to run the record's recipe (recipe_changes), and without where it wrote
+    (--out-dir) or read its data, and how many threads it used (the result does not depend on them; the
+    record's machine block keeps them)."""
     argv = list(config.get("argv") or [])
     for i in range(len(argv) - 1):
         argv[i:i + 2] = RENAMED.get((config.get("milestone"), *argv[i:i + 2]), argv[i:i + 2])
     if not argv or "milestone" not in config:
         return None
+    if config.get("config"):
+        argv += recipe_changes(config, argv)
     drop = set(drop)
     kept, skip = [], False
     for a in argv:
@@ -204,7 +244,7 @@ def merge_seeds(cards: list[dict]) -> list[dict]:
     return out
 
 
-COURSE_SHOW = ("command", "metric", "value", "paper_value", "precision", "cpu_seconds")
+COURSE_SHOW = ("command", "metric", "value", "paper_value", "precision", "wall_seconds")  # Run-its: timed alone
 
 
 @functools.lru_cache(maxsize=1)

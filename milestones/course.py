@@ -6,6 +6,7 @@ which is what the timeline shows for that chapter; the rest is printed as writte
 """
 
 import re
+import textwrap
 from pathlib import Path
 
 from common.errors import UserError
@@ -45,16 +46,21 @@ def plain(text: str) -> str:
     return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"\1 (\2)", text)
 
 
+LAPTOP = "AVX2"  # the CPU class a Run-it is sized for: five minutes on two of its cores, in fp32
+
+
 def recorded(mid: str, results: Path = RESULTS) -> str | None:
     """What the records in results/ say the chapter's Run-it command gives (read now, so the course can never
     quote a number that no record holds), as `compare --course` prints it; None when nothing is recorded."""
-    from .compare import compare, course_only, load_summaries
+    from .compare import compare, course_only, load_summaries, machine_of
 
     try:
         cards = course_only([c for c in load_summaries(str(results)) if c.get("milestone") == mid])
         arm = ["arm"] if any(c.get("arm") for c in cards) else []  # a multi-arm Run-it: name each row's arm
-        return compare(str(results), course=True, filters=[f"{mid}/"],
-                       show=[*arm, "metric", "value", "paper_value", "precision", "cpu_seconds", "machine"])
+        # the records on the laptop class the Run-its are sized for (AVX2, timed alone), where there are any
+        laptop = LAPTOP if any(LAPTOP in machine_of(c) for c in cards) else None
+        return compare(str(results), course=True, filters=[f"{mid}/"], machine=laptop,
+                       show=[*arm, "metric", "value", "paper_value", "precision", "wall_seconds", "machine"])
     except UserError:
         return None
 
@@ -99,8 +105,9 @@ def chapter(mid: str, root: Path = ROOT, results: Path = RESULTS) -> str:
         if table else []
     machines = ran_on(mid, results)
     if machines and "(Results" in body:  # the numbers quoted from Results depend on the machine and precision
-        said += ["", f"Numbers marked (Results) come from our records, run on: {', '.join(machines)}; the Results "
-                     "tables", "of the chapter's NOTES.md give each one's precision."]
+        said += ["", *textwrap.wrap(f"Numbers marked (Results) come from our records, run on: {', '.join(machines)}; "
+                                    "the Results tables of the chapter's NOTES.md give each one's machine and "
+                                    "precision.", 100)]
     title = f"{mid} ({info.get('years', info['year'])}): {info.get('title', '')}"
     return "\n".join([title, "", body, *said, *on_a_gpu(mid, results), "",
                       f"Full notes: milestones/{mid}/NOTES.md", nxt])

@@ -166,14 +166,7 @@ def command(case: Case) -> str:
 
 def _config(case: Case):
     """The resolved config of a case (its preset applied), without running it."""
-    import importlib
-
-    from common.config import parse_config
-
-    train = importlib.import_module(f"milestones.{case.milestone}.train")
-    presets = train.sized_presets(case.flags.split()) if hasattr(train, "sized_presets") else \
-        train.model_presets(case.flags.split()) if hasattr(train, "model_presets") else train.PRESETS
-    return parse_config(train.Config, case.flags.split(), presets, experiments=train.EXPERIMENTS)
+    return resolve_config(case.milestone, case.flags.split())
 
 
 def _preset_batch(case: Case) -> int:

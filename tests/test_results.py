@@ -198,6 +198,24 @@ def test_a_generated_table_is_its_command_output_and_a_stale_one_is_found(tmp_pa
     assert regenerate(text) == text
 
 
+def test_a_record_of_a_preset_resized_since_shows_the_flags_that_run_its_recipe_today():
+    """A preset re-sized after a record was made (04's quick: 2,400 steps of the paper's schedule, now 600 of
+    one-cycle) would make the record's command run another recipe; the command shown adds the flags that run
+    the recorded one, and a record of today's recipe gets none."""
+    from milestones import resolve_config
+    from milestones.compare import command_of
+
+    argv = ["--preset", "quick", "--out-dir", "runs/x"]
+    today = dict(vars(resolve_config("04_resnet", argv)), compile=False)  # older records wrote False for off
+    assert command_of(dict(milestone="04_resnet", argv=argv, config=today)) == "train 04_resnet --preset quick"
+    old = dict(today, steps=2400, lr=0.1, schedule="paper", nesterov=False, weight_decay=1e-4, eval_every=600)
+    shown = command_of(dict(milestone="04_resnet", argv=argv, config=old))
+    assert shown == ("train 04_resnet --preset quick --steps 2400 --lr 0.1 --eval-every 600 --weight-decay 0.0001 "
+                     "--schedule paper --nesterov false")
+    resolved = resolve_config("04_resnet", shown.split()[2:])
+    assert all(getattr(resolved, k) == v for k, v in old.items() if k not in ("compile", "out_dir"))
+
+
 def test_compare_course_shows_each_chapters_run_it_command_with_its_seeds_merged(tmp_path):
     for seed, v in ((0, 0.0084), (1, 0.0112)):
         record(tmp_path, card(seed=seed, value=v), argv=("--preset", "quick", "--threads", "1", "--seed", str(seed)))

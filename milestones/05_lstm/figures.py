@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from common.plot import line_figure, outside_legend, pyplot, redraw_main, save
+from milestones.compare import command_of
 
 from .adding import grad_norm_vs_lag
 
@@ -39,8 +40,9 @@ def error_vs_length_figure(results: list, solved_error: float, title: str):
 def redraw_error_vs_length(run, png) -> Path:
     """From an adding run's summary.json (its "results") and config.json."""
     card = json.loads((Path(run) / "summary.json").read_text())
-    cfg = json.loads((Path(run) / "config.json").read_text())["config"]
-    title = (f"Adding problem: test error vs length, preset {cfg['preset']}, H = {cfg['hidden']}, "
+    record = json.loads((Path(run) / "config.json").read_text())
+    cfg, flags = record["config"], command_of(record).split("--experiment adding ")[-1]  # as it runs today
+    title = (f"Adding problem: test error vs length ({flags}), H = {cfg['hidden']}, "
              f"seed {cfg['seed']}\n(each net trained up to {cfg['steps']:,} steps of {cfg['batch_size']} per T, "
              f"forget bias {cfg['forget_bias']:g})")
     return save(error_vs_length_figure(card["results"], cfg["solved_error"], title), png)

@@ -109,11 +109,11 @@ class Recurrent(nn.Module):
             raise ValueError(f"kind must be lstm or rnn, got {kind!r}")
         if impl not in ("torch", "scratch"):
             raise ValueError(f"impl must be torch or scratch, got {impl!r}")
-        if impl == "torch" and kind == "lstm" and not forget_gate:
-            raise ValueError("nn.LSTM always has a forget gate: the 1997 cell needs impl='scratch'")
         self.kind, self.impl, self.num_layers, self.dropout = kind, impl, num_layers, dropout
         self.hidden_size, self.forget_gate = hidden_size, forget_gate and kind == "lstm"
-        if impl == "torch":
+        # the 1997 cell keeps its own 3H-row parameters either way; "torch" runs them through nn.LSTM's kernel
+        self.pinned_forget_gate = impl == "torch" and kind == "lstm" and not forget_gate
+        if impl == "torch" and not self.pinned_forget_gate:
             cls = nn.LSTM if kind == "lstm" else nn.RNN
             self.net = cls(input_size, hidden_size, num_layers, batch_first=True, dropout=dropout)
         else:
@@ -124,7 +124,7 @@ class Recurrent(nn.Module):
 
     def layer_params(self, layer: int) -> dict:
         """{'weight_ih': ..., 'weight_hh': ..., 'bias_ih': ..., 'bias_hh': ...} of one layer."""
-        if self.impl == "torch":
+        if self.impl == "torch" and not self.pinned_forget_gate:
             return {k: getattr(self.net, f"{k}_l{layer}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
         cell = self.cells[layer]
         return {k: getattr(cell, k) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
@@ -136,12 +136,13 @@ class Recurrent(nn.Module):
     def forward(self, x: torch.Tensor, state=None):
         """x: (B, T, C) -> outputs of the last layer (B, T, H), final state (h, c) each (L, B, H) (h alone for rnn)."""
         if self.impl == "torch":
+            run = self.lstm_1997 if self.pinned_forget_gate else self.net
             if fp32_under_autocast(x.device.type):
                 with torch.autocast(x.device.type, enabled=False):
                     state = None if state is None else \
                         (tuple(s.float() for s in state) if isinstance(state, tuple) else state.float())
-                    return self.net(x.float(), state)
-            return self.net(x, state)
+                    return run(x.float(), state)
+            return run(x, state)
         B, T, _ = x.shape
         if state is None:
             state = self.init_state(B, x.device)
@@ -162,16 +163,39 @@ class Recurrent(nn.Module):
         final = (torch.stack(h_out), torch.stack(c_out)) if self.kind == "lstm" else torch.stack(h_out)
         return x, final
 
+    def lstm_1997(self, x: torch.Tensor, state=None):
+        """The 1997 cell through nn.LSTM's kernel (C++ on a CPU, cuDNN on a GPU) instead of a Python loop over t.
+
+        Each layer's i, g, o rows are the cell's own parameters; the kernel's forget-gate rows get zero weights
+        and a bias of 100, so f = sigmoid(100) rounds to exactly 1.0 (fp32 and bf16) and c_t = c_{t-1} + i g, as
+        in LSTMCell(forget_gate=False). Its gradient y (1 - y) is then exactly 0: nothing to learn there.
+        x: (B, T, C) -> (B, T, H), ((L, B, H), (L, B, H))."""
+        def with_f(p, fill):  # (3H, ...) rows i, g, o -> (4H, ...) rows i, f, g, o
+            i, g, o = p.chunk(3, dim=0)
+            return torch.cat([i, torch.full_like(i, fill), g, o])
+
+        weights = []
+        for cell in self.cells:
+            weights += [with_f(cell.weight_ih, 0.0), with_f(cell.weight_hh, 0.0), with_f(cell.bias_ih, 100.0),
+                        with_f(cell.bias_hh, 0.0)]
+        if state is None:
+            state = self.init_state(x.shape[0], x.device)
+        state = tuple(s.to(x.dtype) for s in state)
+        # nn.LSTM.forward's own call, with our weights: (input, hx, params, has_biases, num_layers, dropout,
+        # train, bidirectional, batch_first)
+        y, h, c = torch._VF.lstm(x, state, weights, True, self.num_layers, self.dropout, self.training, False, True)
+        return y, (h, c)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Either layout loads into either implementation: net.weight_ih_l1 <-> cells.1.weight_ih."""
         for key in list(state_dict):
             if not key.startswith(prefix):
                 continue
             rest = key[len(prefix):]
-            if self.impl == "scratch" and rest.startswith("net."):  # net.weight_ih_l1 -> cells.1.weight_ih
+            if (self.impl == "scratch" or self.pinned_forget_gate) and rest.startswith("net."):  # net.weight_ih_l1 -> cells.1.weight_ih
                 name, layer = rest[4:].rsplit("_l", 1)
                 state_dict[f"{prefix}cells.{layer}.{name}"] = state_dict.pop(key)
-            elif self.impl == "torch" and rest.startswith("cells."):  # cells.1.weight_ih -> net.weight_ih_l1
+            elif self.impl == "torch" and not self.pinned_forget_gate and rest.startswith("cells."):  # cells.1.weight_ih -> net.weight_ih_l1
                 _, layer, name = rest.split(".")
                 state_dict[f"{prefix}net.{name}_l{layer}"] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

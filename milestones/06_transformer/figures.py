@@ -56,7 +56,7 @@ def redraw_ablations(run, png) -> Path:
 # `... <kind> <run dir> <png>` draws one from any run of that kind (ablations: from its metrics.jsonl).
 DRAW = {"cross_attention": redraw_cross_attention, "vs_lstm": redraw_vs_lstm, "ablations": redraw_ablations}
 COMMITTED = {
-    "cross_attention.png": ("cross_attention", "runs/qB/06_transformer/20261207-023729-transformer-3+3x256-h4"),
+    "cross_attention.png": ("cross_attention", "runs/avx2/06_transformer/20261207-072933-transformer-2+2x128-h4"),
     "vs_lstm.png": ("vs_lstm", "results/06_transformer/20261207-025503-vs_lstm-gpt-2x128-lstm-2x156"),
     "ablations_quick_seed0.png": ("ablations", "results/06_transformer/20261207-040334-ablations"),
 }
