@@ -35,3 +35,11 @@ def test_each_quoted_paper_number_is_in_its_chapters_notes(case):
     result = case.expect.split("(")[0]  # the citation in brackets names a source, not a result
     for number in re.findall(r"\d[\d,]*\.?\d*%?", result):
         assert number in notes, f"{case.expect!r}: {number} is not in {case.milestone}'s NOTES.md"
+
+
+def test_a_case_resolves_its_presets_config_without_running():
+    """The batch and step total an estimate scales by come from the case's real preset (resolve_config)."""
+    from milestones.estimate import Case, _fixed_steps, _preset_batch
+    assert _preset_batch(Case("04_resnet", "", "")) == 128 and _fixed_steps(Case("04_resnet", "", ""))
+    assert _preset_batch(Case("07_vae_gan_diffusion", "--model vae", "")) == 100
+    assert not _fixed_steps(Case("07_vae_gan_diffusion", "--model vae", ""))  # epochs
