@@ -118,11 +118,11 @@ def cases_06() -> list[Case]:
     cases = []
     with contextlib.suppress(ModuleNotFoundError):  # a half-built milestone may lack one of the two
         m = _module("06_transformer", "model")
-        quick = dict(vocab_size=8000, d_model=256, n_layers=3, h=4, d_ff=1024, dropout=0.1)  # translate/quick
-        src_tgt = lambda b: (torch.randint(1, 8000, (b, 24)), torch.randint(1, 8000, (b, 25)))  # 24 tokens each
+        quick = dict(vocab_size=4000, d_model=128, n_layers=2, h=4, d_ff=512, dropout=0.1)  # translate/quick
+        src_tgt = lambda b: (torch.randint(1, 4000, (b, 24)), torch.randint(1, 4000, (b, 25)))  # 24 tokens each
         seq2seq = lambda net, batch: F.cross_entropy(net(batch[0], batch[1][:, :-1]).float().flatten(0, 1),
                                                      batch[1][:, 1:].flatten())
-        cases.append(Case("06_transformer", "Transformer 3+3x256 (quick)", m.Transformer(**quick), src_tgt,
+        cases.append(Case("06_transformer", "Transformer 2+2x128 (quick)", m.Transformer(**quick), src_tgt,
                           seq2seq, 64, 8, tokens=24, twin=m.Transformer(**quick, impl="scratch")))
     with contextlib.suppress(ModuleNotFoundError):
         g = _module("06_transformer", "gpt")
