@@ -63,6 +63,10 @@ def resolve_config(mid: str, argv: list):
     from common.config import parse_config
 
     train = importlib.import_module(f"milestones.{mid}.train")
-    presets = train.sized_presets(argv) if hasattr(train, "sized_presets") else \
-        train.model_presets(argv) if hasattr(train, "model_presets") else train.PRESETS
-    return parse_config(train.Config, list(argv), presets, experiments=train.EXPERIMENTS)
+    return parse_config(train.Config, list(argv), presets_of(train, argv), experiments=train.EXPERIMENTS)
+
+
+def presets_of(train, argv: list) -> dict:
+    """A train module's presets for this command line: `presets_for(argv)` where a preset depends on another
+    flag (05's --size, 07's --model), else its PRESETS."""
+    return train.presets_for(argv) if hasattr(train, "presets_for") else train.PRESETS

@@ -312,7 +312,7 @@ def test_sample_refuses_a_non_lm_run(tmp_path):
 
 def _config(*argv):
     from common.config import parse_config
-    return parse_config(train.Config, list(argv), train.sized_presets(list(argv)))
+    return parse_config(train.Config, list(argv), train.presets_for(list(argv)))
 
 
 ZAREMBA_2014 = {  # section 4.1 of the paper: (hidden, dropout, epochs, decay, decay after epoch, init, clip)

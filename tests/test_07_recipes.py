@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 def resolved(*argv):
     """The config a command line gets: dataclass defaults < the model's preset < flags."""
     argv = list(argv)
-    return parse_config(train.Config, argv, train.model_presets(argv), experiments=train.EXPERIMENTS,
+    return parse_config(train.Config, argv, train.presets_for(argv), experiments=train.EXPERIMENTS,
                         milestone=MID)
 
 

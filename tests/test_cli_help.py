@@ -10,7 +10,7 @@ import pytest
 
 from common.config import _described, _preset_names
 from common.sample_cli import SHARED
-from milestones import COURSE
+from milestones import COURSE, presets_of
 from milestones.__main__ import ALIASES, _resolve
 from milestones.__main__ import main as cli
 
@@ -23,8 +23,7 @@ def _train(mid):
 
 def _presets(mid, argv):
     t = _train(mid)
-    return t.sized_presets(argv) if hasattr(t, "sized_presets") else (
-        t.model_presets(argv) if hasattr(t, "model_presets") else t.PRESETS)
+    return presets_of(t, argv)
 
 
 def _help(mid, argv, capsys, monkeypatch) -> str:

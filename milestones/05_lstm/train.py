@@ -108,7 +108,7 @@ PRESETS = {
                          optim="adam", lr=3e-3, clip=1.0, init_range=0.0, eval_every=100, forget_bias=3.0),
     "adding/smoke": dict(lengths="10", models="rnn,lstm,lstm1997", hidden=8, steps=20, batch_size=16, optim="adam",
                          lr=3e-3, clip=1.0, init_range=0.0, eval_every=10, forget_bias=3.0),
-    # ptb/paper and ptb/default take Zaremba's recipe of --size (see sized_presets)
+    # ptb/paper and ptb/default take Zaremba's recipe of --size (see presets_for)
     "ptb/paper": dict(LM),
     "ptb/default": dict(LM),
     "ptb/quick": dict(LM),  # the --size recipe (small by default here) for two epochs, LR halved for the second
@@ -122,7 +122,7 @@ PRESETS = {
 }
 
 
-def sized_presets(argv) -> dict:
+def presets_for(argv) -> dict:
     """PRESETS with Zaremba's recipe of the requested --size folded into ptb/paper and ptb/default."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--size", choices=SIZES)
@@ -317,7 +317,7 @@ EXPERIMENTS = {"adding": run_adding, "ptb": run_ptb, "shakespeare": run_shakespe
 
 
 def main(argv=None, prog="python -m milestones train 05_lstm"):
-    return train_command(Config, sized_presets(argv), EXPERIMENTS, argv, prog, __doc__, MILESTONE, preset_help={
+    return train_command(Config, presets_for(argv), EXPERIMENTS, argv, prog, __doc__, MILESTONE, preset_help={
         "modern": "The paper's lengths and cell, trained with Adam on minibatches of 32, 64 cells, clip 1."})
 
 

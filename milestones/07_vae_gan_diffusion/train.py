@@ -102,7 +102,7 @@ FOR_MODEL = dict(z_dim=("vae", "gan", "dcgan"), hidden=("vae", "gan"), activatio
                      "ema_decay", "clip", "clip_denoised")})
 OPTIMIZERS = {"vae": ("adam", "adagrad"), "gan": ("sgd", "adam"), "dcgan": ("adam", "sgd"), "ddpm": ("adam",)}
 
-# Each model's recipe per preset. `train/<preset>` takes the recipe of --model (model_presets below); the
+# Each model's recipe per preset. `train/<preset>` takes the recipe of --model (presets_for below); the
 # comparisons take the GAN's and DCGAN's, vae_examples its own.
 VAE_NET = dict(hidden="200,200", z_dim=50, activation="tanh")  # Burda et al.'s one-stochastic-layer model
 RECIPES = {
@@ -180,7 +180,7 @@ RECIPES = {
 RECIPES["vae_examples"]["smoke"] = dict(RECIPES["vae"]["smoke"], activation="relu", binarize=False, iw_samples=0)
 
 
-def model_presets(argv) -> dict:
+def presets_for(argv) -> dict:
     """The presets, with the recipe of the requested --model in train/<preset> (a preset cannot see the flags,
     so the model is read from the command line here, as 05 reads --size)."""
     p = argparse.ArgumentParser(add_help=False)
@@ -333,7 +333,7 @@ EXPERIMENTS = {"train": run_train, "gan_loss": run_gan_loss, "dcgan_beta1": run_
 
 
 def main(argv=None, prog="python -m milestones train 07_vae_gan_diffusion"):
-    return train_command(Config, model_presets(argv), EXPERIMENTS, argv, prog, __doc__, MILESTONE,
+    return train_command(Config, presets_for(argv), EXPERIMENTS, argv, prog, __doc__, MILESTONE,
                          only_for={"model": FOR_MODEL})
 
 
