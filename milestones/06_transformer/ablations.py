@@ -3,12 +3,12 @@ base model matter, by how much, and in which direction.
 
     python -m milestones train 06_transformer --experiment ablations --preset quick --threads 1
 
-Every arm is translate/quick's Transformer with one change, trained from the same initial RNG state on the same
-token-count batches in the same order for the same --steps, then scored on the development set (Multi30k val,
-1,014 sentences) as Table 3 was (newstest2013): validation perplexity and BLEU with beam search, no checkpoint
+Every arm is a 3+3 x 256 Transformer (vs_rnn/quick's) with one change, trained from the same initial RNG state on
+the same token-count batches in the same order for the same --steps, then scored on the development set (Multi30k
+val, 1,014 sentences) as Table 3 was (newstest2013): validation perplexity and BLEU with beam search, no checkpoint
 averaging.
 
-    base            as translate/quick: 4 heads, label smoothing 0.1, sinusoids, post-LN, eq. 3's warm-up
+    base            as vs_rnn/quick: 4 heads, label smoothing 0.1, sinusoids, post-LN, eq. 3's warm-up
     one_head        h = 1 at the same d_model, so d_k = d_v = d_model (Table 3, row A, first line)
     no_smoothing    epsilon_ls = 0 (row D, last line)
     learned         learned positional embeddings in place of the sinusoids (row E)
