@@ -71,9 +71,10 @@ def isa_limit() -> str | None:
     return " ".join(set_) or None
 
 
-def effective_cpu_class() -> str:
-    """The class the kernels run as: AVX2 where the environment caps the ISA at AVX2 on a better CPU."""
-    hw = cpu_class()
+def effective_cpu_class(hw: str | None = None) -> str:
+    """The class the kernels run as (of the hardware's class `hw`, default this CPU's): AVX2 where the environment
+    caps the ISA at AVX2 on a better CPU."""
+    hw = cpu_class() if hw is None else hw
     if isa_limit() and CPU_CLASSES.index(hw) < CPU_CLASSES.index("AVX2"):
         return "AVX2"
     return hw
@@ -105,11 +106,12 @@ def machine(device: torch.device | None = None) -> dict:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count()
-    record = dict(cpu=cpu_model(), cpu_class=effective_cpu_class(), cores=cores, threads=torch.get_num_threads(),
+    hw = cpu_class()
+    record = dict(cpu=cpu_model(), cpu_class=effective_cpu_class(hw), cores=cores, threads=torch.get_num_threads(),
                   gpu=None, gpu_count=0, torch=torch.__version__, cuda=torch.version.cuda,
                   load_start=load_average())
-    if record["cpu_class"] != cpu_class():  # an ISA cap: say what the hardware is and how it was capped
-        record.update(cpu_hw_class=cpu_class(), isa_limit=isa_limit())
+    if record["cpu_class"] != hw:  # an ISA cap: say what the hardware is and how it was capped
+        record.update(cpu_hw_class=hw, isa_limit=isa_limit())
     if device is not None and device.type == "cuda":
         record.update(gpu=torch.cuda.get_device_name(device), gpu_count=torch.cuda.device_count())
     record["class"] = machine_class(record)

@@ -113,7 +113,7 @@ class Recurrent(nn.Module):
         self.hidden_size, self.forget_gate = hidden_size, forget_gate and kind == "lstm"
         # the 1997 cell keeps its own 3H-row parameters either way; "torch" runs them through nn.LSTM's kernel
         self.pinned_forget_gate = impl == "torch" and kind == "lstm" and not forget_gate
-        if impl == "torch" and not self.pinned_forget_gate:
+        if self.in_torch_module:
             cls = nn.LSTM if kind == "lstm" else nn.RNN
             self.net = cls(input_size, hidden_size, num_layers, batch_first=True, dropout=dropout)
         else:
@@ -122,9 +122,15 @@ class Recurrent(nn.Module):
                 (lambda a: RNNCell(a, hidden_size))
             self.cells = nn.ModuleList(make(a) for a in sizes)
 
+    @property
+    def in_torch_module(self) -> bool:
+        """Whether the weights live in nn.LSTM / nn.RNN (`net`, names weight_ih_l0, ...) rather than in our cells
+        (`cells`): impl "torch", except the 1997 cell, which keeps its cells' parameters."""
+        return self.impl == "torch" and not self.pinned_forget_gate
+
     def layer_params(self, layer: int) -> dict:
         """{'weight_ih': ..., 'weight_hh': ..., 'bias_ih': ..., 'bias_hh': ...} of one layer."""
-        if self.impl == "torch" and not self.pinned_forget_gate:
+        if self.in_torch_module:
             return {k: getattr(self.net, f"{k}_l{layer}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
         cell = self.cells[layer]
         return {k: getattr(cell, k) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
@@ -192,10 +198,10 @@ class Recurrent(nn.Module):
             if not key.startswith(prefix):
                 continue
             rest = key[len(prefix):]
-            if (self.impl == "scratch" or self.pinned_forget_gate) and rest.startswith("net."):  # net.weight_ih_l1 -> cells.1.weight_ih
+            if not self.in_torch_module and rest.startswith("net."):  # net.weight_ih_l1 -> cells.1.weight_ih
                 name, layer = rest[4:].rsplit("_l", 1)
                 state_dict[f"{prefix}cells.{layer}.{name}"] = state_dict.pop(key)
-            elif self.impl == "torch" and not self.pinned_forget_gate and rest.startswith("cells."):  # cells.1.weight_ih -> net.weight_ih_l1
+            elif self.in_torch_module and rest.startswith("cells."):  # cells.1.weight_ih -> net.weight_ih_l1
                 _, layer, name = rest.split(".")
                 state_dict[f"{prefix}net.{name}_l{layer}"] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
