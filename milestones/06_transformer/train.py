@@ -134,7 +134,7 @@ PRESETS = {
                               batch_tokens=8000, steps=6000, warmup=2000, lr=1.0, average=5, ckpt_every=250,
                               eval_every=500, precision="auto"),
     # <= 5 minutes on a 2-core AVX2 laptop (fp32): 2 + 2 layers of d 128 and a 4,000-token BPE vocabulary (the
-    # output layer was a third of d 256's work), ~3 epochs (540 steps of ~5000 real tokens), the last 3
+    # output layer was 27% of d 256's multiply-adds), ~3 epochs (540 steps of ~5000 real tokens), the last 3
     # checkpoints averaged; bf16 where native (auto) and the faster attention for the precision (auto)
     "translate/quick": dict(d_model=128, layers=2, heads=4, d_ff=512, dropout=0.1, vocab_size=4000,
                             batch_tokens=6000, steps=540, warmup=150, lr=0.5, average=3, ckpt_every=90,
